@@ -1,0 +1,479 @@
+// Package config parses weir.yaml, the one declarative configuration of a
+// Weir deployment, into plain per-stage structs, applies defaults in one place
+// and environment overrides for endpoints and secrets, and validates it with
+// errors that name the file, line and field.
+package config
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is a parsed weir.yaml.
+type Config struct {
+	DataDir        string          `yaml:"data_dir"`
+	Kafka          Kafka           `yaml:"kafka"`
+	SchemaRegistry SchemaRegistry  `yaml:"schema_registry"`
+	Redis          Redis           `yaml:"redis"`
+	ClickHouse     ClickHouse      `yaml:"clickhouse"`
+	Topics         Topics          `yaml:"topics"`
+	Sources        []Source        `yaml:"sources"`
+	Entities       []Entity        `yaml:"entities"`
+	Views          []View          `yaml:"views"`
+	Models         []Model         `yaml:"models"`
+	Labels         Labels          `yaml:"labels"`
+	Monitors       []Monitor       `yaml:"monitors"`
+	Retrain        []RetrainPolicy `yaml:"retrain"`
+	Serve          Serve           `yaml:"serve"`
+
+	path string
+	root *yaml.Node
+}
+
+// Kafka says how to reach the brokers.
+type Kafka struct {
+	// Brokers are seed addresses; WEIR_KAFKA_BROKERS (comma-separated)
+	// overrides them. Empty under `weir dev` means the embedded broker.
+	Brokers []string `yaml:"brokers"`
+	// ClientID prefixes every client id and transactional id.
+	ClientID string `yaml:"client_id"`
+	// CommitInterval is how often a transactional stage commits (default 100ms).
+	CommitInterval Duration `yaml:"commit_interval"`
+	SASL           SASL     `yaml:"sasl"`
+}
+
+// SASL is optional SASL/PLAIN or SCRAM authentication.
+type SASL struct {
+	Mechanism string `yaml:"mechanism"` // PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+	Username  string `yaml:"username"`
+	Password  Secret `yaml:"password"` // WEIR_KAFKA_PASSWORD overrides
+}
+
+// SchemaRegistry is a Confluent-compatible registry; empty URL under `weir
+// dev` means the embedded one. WEIR_SCHEMA_REGISTRY_URL overrides.
+type SchemaRegistry struct {
+	URL string `yaml:"url"`
+}
+
+// Redis is the online store.
+type Redis struct {
+	Addr      string `yaml:"addr"`     // WEIR_REDIS_ADDR overrides
+	Password  Secret `yaml:"password"` // WEIR_REDIS_PASSWORD overrides
+	DB        int    `yaml:"db"`
+	KeyPrefix string `yaml:"key_prefix"` // default "weir"
+}
+
+// ClickHouse is the offline store.
+type ClickHouse struct {
+	Addr     string `yaml:"addr"`     // native protocol; WEIR_CLICKHOUSE_ADDR overrides
+	Database string `yaml:"database"` // default "weir"
+	Username string `yaml:"username"` // default "default"
+	Password Secret `yaml:"password"` // WEIR_CLICKHOUSE_PASSWORD overrides
+}
+
+// Topics sets how Weir's own topics are provisioned.
+type Topics struct {
+	Prefix      string `yaml:"prefix"`      // default "weir"
+	Partitions  int    `yaml:"partitions"`  // default 4
+	Replication int    `yaml:"replication"` // default 1
+}
+
+// Source is a raw event topic.
+type Source struct {
+	Name      string `yaml:"name"`
+	Topic     string `yaml:"topic"`
+	Schema    string `yaml:"schema"`     // embedded schema name, e.g. "transaction"
+	Key       string `yaml:"key"`        // field holding the entity key
+	EventTime string `yaml:"event_time"` // field holding the event time
+	IDField   string `yaml:"id"`         // field holding the event id
+	// MaxFuture is how far ahead of the wall clock an event time may be
+	// before the event is dead-lettered as absurd (default 24h).
+	MaxFuture Duration `yaml:"max_future"`
+	// MaxSkew is how far an event time may be from its partition's
+	// watermark, either way, before it is dead-lettered (default 7 days).
+	MaxSkew Duration `yaml:"max_skew"`
+}
+
+// Entity names a key that views aggregate by.
+type Entity struct {
+	Name string `yaml:"name"`
+	Key  string `yaml:"key"`
+}
+
+// View is a feature view: features of one entity computed from one source.
+type View struct {
+	Name     string    `yaml:"name"`
+	Source   string    `yaml:"source"`
+	Entity   string    `yaml:"entity"`
+	TTL      Duration  `yaml:"ttl"`
+	Features []Feature `yaml:"features"`
+}
+
+// Feature is one aggregation over a sliding event-time window ending at each
+// event: (t-window, t]. A zero window aggregates over the entity's whole
+// retained history (last, count of all).
+type Feature struct {
+	Name   string   `yaml:"name"`
+	Agg    string   `yaml:"agg"` // count, sum, mean, min, max, last
+	Field  string   `yaml:"field"`
+	Window Duration `yaml:"window"`
+}
+
+// Aggregations a feature may use.
+var Aggregations = []string{"count", "sum", "mean", "min", "max", "last"}
+
+// Model is a scored model.
+type Model struct {
+	Name string `yaml:"name"`
+	// Source is the source whose events the model scores.
+	Source string `yaml:"source"`
+	// Features are "view.feature" names, in vector order.
+	Features  []string `yaml:"features"`
+	Threshold float64  `yaml:"threshold"` // default 0.5
+}
+
+// Labels is the delayed-labels topic.
+type Labels struct {
+	Topic  string `yaml:"topic"`
+	Schema string `yaml:"schema"` // default "label"
+}
+
+// Monitor watches one model's predictions.
+type Monitor struct {
+	Name     string   `yaml:"name"`
+	Model    string   `yaml:"model"`
+	Window   Duration `yaml:"window"`    // tumbling, event time; default 1m
+	Grace    Duration `yaml:"grace"`     // how long after its end a window waits for stragglers; default 10s
+	MinCount int      `yaml:"min_count"` // windows with fewer predictions are not evaluated; default 100
+	Rules    []Rule   `yaml:"rules"`
+	// LabelWait is how long after a window closes its labels are awaited
+	// before AUC is computed; default 2m of event time.
+	LabelWait Duration `yaml:"label_wait"`
+}
+
+// Rule raises an alert when a metric crosses a threshold for N windows.
+type Rule struct {
+	Name      string  `yaml:"name"`
+	Metric    string  `yaml:"metric"`  // psi, auc
+	Feature   string  `yaml:"feature"` // "score", a model feature, or "" (auc)
+	Op        string  `yaml:"op"`      // ">" or "<"
+	Threshold float64 `yaml:"threshold"`
+	For       int     `yaml:"for"` // consecutive windows; default 1
+}
+
+// RetrainPolicy turns alerts into retrain commands.
+type RetrainPolicy struct {
+	Model    string   `yaml:"model"`
+	OnRules  []string `yaml:"on_rules"`
+	Cooldown Duration `yaml:"cooldown"` // default 10m (wall clock)
+	Backend  string   `yaml:"backend"`  // local
+	GPUs     int      `yaml:"gpus"`
+	// MinRows is the least number of labelled rows a retrain trains on; the
+	// trainer waits for labels until it has them (default 1000).
+	MinRows int `yaml:"min_rows"`
+	// Lookback is how much event time before the alert's start the training
+	// data reaches back; 0 trains on data since the alert's start.
+	Lookback Duration `yaml:"lookback"`
+	// LabelTimeout is how long the trainer waits for MinRows labels (default 2m).
+	LabelTimeout Duration `yaml:"label_timeout"`
+}
+
+// Serve is the HTTP listener for /metrics and the online feature API.
+type Serve struct {
+	Addr string `yaml:"addr"` // default 127.0.0.1:9464
+}
+
+// Duration is a time.Duration written as "5m" in YAML.
+type Duration time.Duration
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration like 90s, 5m or 1h", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML implements yaml.Marshaler.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Secret is a string that never prints: String, Format, JSON and YAML show
+// "[redacted]". Reveal returns the value for the one place that needs it.
+type Secret string
+
+// Reveal returns the secret's value.
+func (s Secret) Reveal() string { return string(s) }
+
+// String implements fmt.Stringer.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// GoString implements fmt.GoStringer.
+func (s Secret) GoString() string { return s.String() }
+
+// MarshalJSON implements json.Marshaler.
+func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
+
+// MarshalYAML implements yaml.Marshaler.
+func (s Secret) MarshalYAML() (any, error) { return s.String(), nil }
+
+// Format implements fmt.Formatter so that %v, %s, %q and %+v all redact.
+func (s Secret) Format(f fmt.State, verb rune) { fmt.Fprint(f, s.String()) }
+
+// Load reads and validates the config file at path, applying defaults and
+// environment overrides (getenv may be os.Getenv).
+func Load(path string, getenv func(string) string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, b, getenv)
+}
+
+// Parse parses config text; path names the file in errors.
+func Parse(path string, b []byte, getenv func(string) string) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	c := &Config{path: path, root: &root}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	c.applyEnv(getenv)
+	c.applyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Config) applyEnv(getenv func(string) string) {
+	if getenv == nil {
+		return
+	}
+	if v := getenv("WEIR_KAFKA_BROKERS"); v != "" {
+		c.Kafka.Brokers = strings.Split(v, ",")
+	}
+	if v := getenv("WEIR_KAFKA_PASSWORD"); v != "" {
+		c.Kafka.SASL.Password = Secret(v)
+	}
+	if v := getenv("WEIR_SCHEMA_REGISTRY_URL"); v != "" {
+		c.SchemaRegistry.URL = v
+	}
+	if v := getenv("WEIR_REDIS_ADDR"); v != "" {
+		c.Redis.Addr = v
+	}
+	if v := getenv("WEIR_REDIS_PASSWORD"); v != "" {
+		c.Redis.Password = Secret(v)
+	}
+	if v := getenv("WEIR_CLICKHOUSE_ADDR"); v != "" {
+		c.ClickHouse.Addr = v
+	}
+	if v := getenv("WEIR_CLICKHOUSE_PASSWORD"); v != "" {
+		c.ClickHouse.Password = Secret(v)
+	}
+	if v := getenv("WEIR_DATA"); v != "" && c.DataDir == "" {
+		c.DataDir = v
+	}
+}
+
+// applyDefaults fills every default; it is the one place defaults live.
+func (c *Config) applyDefaults() {
+	def := func(d *Duration, v time.Duration) {
+		if *d == 0 {
+			*d = Duration(v)
+		}
+	}
+	if c.DataDir == "" {
+		c.DataDir = ".weir"
+	}
+	if c.Kafka.ClientID == "" {
+		c.Kafka.ClientID = "weir"
+	}
+	def(&c.Kafka.CommitInterval, 100*time.Millisecond)
+	if c.Redis.KeyPrefix == "" {
+		c.Redis.KeyPrefix = "weir"
+	}
+	if c.ClickHouse.Database == "" {
+		c.ClickHouse.Database = "weir"
+	}
+	if c.ClickHouse.Username == "" {
+		c.ClickHouse.Username = "default"
+	}
+	if c.Topics.Prefix == "" {
+		c.Topics.Prefix = "weir"
+	}
+	if c.Topics.Partitions == 0 {
+		c.Topics.Partitions = 4
+	}
+	if c.Topics.Replication == 0 {
+		c.Topics.Replication = 1
+	}
+	for i := range c.Sources {
+		s := &c.Sources[i]
+		def(&s.MaxFuture, 24*time.Hour)
+		def(&s.MaxSkew, 7*24*time.Hour)
+	}
+	for i := range c.Models {
+		if c.Models[i].Threshold == 0 {
+			c.Models[i].Threshold = 0.5
+		}
+	}
+	if c.Labels.Schema == "" {
+		c.Labels.Schema = "label"
+	}
+	for i := range c.Monitors {
+		m := &c.Monitors[i]
+		def(&m.Window, time.Minute)
+		def(&m.Grace, 10*time.Second)
+		def(&m.LabelWait, 2*time.Minute)
+		if m.MinCount == 0 {
+			m.MinCount = 100
+		}
+		for j := range m.Rules {
+			if m.Rules[j].For == 0 {
+				m.Rules[j].For = 1
+			}
+		}
+	}
+	for i := range c.Retrain {
+		r := &c.Retrain[i]
+		def(&r.Cooldown, 10*time.Minute)
+		def(&r.LabelTimeout, 2*time.Minute)
+		if r.Backend == "" {
+			r.Backend = "local"
+		}
+		if r.MinRows == 0 {
+			r.MinRows = 1000
+		}
+	}
+	if c.Serve.Addr == "" {
+		c.Serve.Addr = "127.0.0.1:9464"
+	}
+}
+
+// Path is the file the config was read from.
+func (c *Config) Path() string { return c.path }
+
+// Topic names. Every Weir topic is named here and nowhere else.
+
+// FeaturesTopic is the topic a view's feature rows are written to.
+func (c *Config) FeaturesTopic(view string) string { return c.Topics.Prefix + ".features." + view }
+
+// PredictionsTopic is the topic a model's predictions are written to.
+func (c *Config) PredictionsTopic(model string) string {
+	return c.Topics.Prefix + ".predictions." + model
+}
+
+// ChangelogTopic is the compacted changelog of a source's processor state.
+func (c *Config) ChangelogTopic(source string) string {
+	return c.Topics.Prefix + ".changelog." + source
+}
+
+// DeadLetterTopic receives records that cannot be processed, with a reason header.
+func (c *Config) DeadLetterTopic() string { return c.Topics.Prefix + ".deadletter" }
+
+// MetricsTopic receives monitor metrics.
+func (c *Config) MetricsTopic() string { return c.Topics.Prefix + ".monitor.metrics" }
+
+// AlertsTopic receives alerts.
+func (c *Config) AlertsTopic() string { return c.Topics.Prefix + ".alerts" }
+
+// CommandsTopic receives retrain, rollback and promote commands.
+func (c *Config) CommandsTopic() string { return c.Topics.Prefix + ".commands" }
+
+// ModelsTopic is the compacted model registry.
+func (c *Config) ModelsTopic() string { return c.Topics.Prefix + ".models" }
+
+// Source returns the named source.
+func (c *Config) Source(name string) (*Source, bool) {
+	for i := range c.Sources {
+		if c.Sources[i].Name == name {
+			return &c.Sources[i], true
+		}
+	}
+	return nil, false
+}
+
+// View returns the named view.
+func (c *Config) View(name string) (*View, bool) {
+	for i := range c.Views {
+		if c.Views[i].Name == name {
+			return &c.Views[i], true
+		}
+	}
+	return nil, false
+}
+
+// Model returns the named model.
+func (c *Config) Model(name string) (*Model, bool) {
+	for i := range c.Models {
+		if c.Models[i].Name == name {
+			return &c.Models[i], true
+		}
+	}
+	return nil, false
+}
+
+// ViewsOf returns the views computed from a source, in config order.
+func (c *Config) ViewsOf(source string) []*View {
+	var out []*View
+	for i := range c.Views {
+		if c.Views[i].Source == source {
+			out = append(out, &c.Views[i])
+		}
+	}
+	return out
+}
+
+// Version is derived from the view's definition: changing the source, entity
+// or any feature gives a new version, stored side by side with the old one.
+func (v *View) Version() string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", v.Name, v.Source, v.Entity)
+	for _, f := range v.Features {
+		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%d\x00", f.Name, f.Agg, f.Field, f.Window)
+	}
+	return "v" + hex.EncodeToString(h.Sum(nil))[:8]
+}
+
+// Feature returns the named feature of the view.
+func (v *View) Feature(name string) (*Feature, bool) {
+	for i := range v.Features {
+		if v.Features[i].Name == name {
+			return &v.Features[i], true
+		}
+	}
+	return nil, false
+}
+
+// SplitFeature splits a model feature reference "view.feature".
+func SplitFeature(ref string) (view, feature string, ok bool) {
+	i := strings.IndexByte(ref, '.')
+	if i <= 0 || i == len(ref)-1 {
+		return "", "", false
+	}
+	return ref[:i], ref[i+1:], true
+}

@@ -1,0 +1,145 @@
+package schemas
+
+// Times are Unix milliseconds (Avro long, logicalType timestamp-millis).
+
+// Transaction is the demo's raw payment event.
+type Transaction struct {
+	TxnID      string  `avro:"txn_id"`
+	CardID     string  `avro:"card_id"`
+	MerchantID string  `avro:"merchant_id"`
+	Amount     float64 `avro:"amount"`
+	Currency   string  `avro:"currency"`
+	Country    string  `avro:"country"`
+	DeviceID   string  `avro:"device_id"`
+	EventTime  int64   `avro:"event_time"`
+}
+
+// Label is the delayed outcome of a transaction.
+type Label struct {
+	TxnID     string `avro:"txn_id"`
+	CardID    string `avro:"card_id"`
+	EventTime int64  `avro:"event_time"`
+	LabelTime int64  `avro:"label_time"`
+	IsFraud   bool   `avro:"is_fraud"`
+}
+
+// FeatureValue is one named feature value.
+type FeatureValue struct {
+	Name  string  `avro:"name"`
+	Value float64 `avro:"value"`
+}
+
+// FeatureRow is one version of an entity's feature view values.
+type FeatureRow struct {
+	Entity          string         `avro:"entity"`
+	View            string         `avro:"view"`
+	ViewVersion     string         `avro:"view_version"`
+	EventTime       int64          `avro:"event_time"`
+	KnownTime       int64          `avro:"known_time"`
+	SourceTopic     string         `avro:"source_topic"`
+	SourcePartition int32          `avro:"source_partition"`
+	SourceOffset    int64          `avro:"source_offset"`
+	EventID         string         `avro:"event_id"`
+	Values          []FeatureValue `avro:"values"`
+}
+
+// UsedFeature is one element of the feature vector a prediction used.
+type UsedFeature struct {
+	Name  string  `avro:"name"`
+	Value float64 `avro:"value"`
+	AgeMs int64   `avro:"age_ms"`
+}
+
+// Prediction is one model decision on one event.
+type Prediction struct {
+	PredictionID    string        `avro:"prediction_id"`
+	Entity          string        `avro:"entity"`
+	EventTime       int64         `avro:"event_time"`
+	ScoredTime      int64         `avro:"scored_time"`
+	ModelName       string        `avro:"model_name"`
+	ModelVersion    int32         `avro:"model_version"`
+	RolloutArm      string        `avro:"rollout_arm"`
+	Score           float64       `avro:"score"`
+	Threshold       float64       `avro:"threshold"`
+	Decision        bool          `avro:"decision"`
+	SourcePartition int32         `avro:"source_partition"`
+	SourceOffset    int64         `avro:"source_offset"`
+	LatencyUs       int64         `avro:"latency_us"`
+	Features        []UsedFeature `avro:"features"`
+}
+
+// MonitorMetric is one metric of one closed monitoring window.
+type MonitorMetric struct {
+	Monitor      string  `avro:"monitor"`
+	ModelName    string  `avro:"model_name"`
+	ModelVersion int32   `avro:"model_version"`
+	Metric       string  `avro:"metric"`
+	Feature      string  `avro:"feature"`
+	WindowStart  int64   `avro:"window_start"`
+	WindowEnd    int64   `avro:"window_end"`
+	Value        float64 `avro:"value"`
+	Count        int64   `avro:"count"`
+}
+
+// Alert states.
+const (
+	AlertFiring   = "FIRING"
+	AlertResolved = "RESOLVED"
+)
+
+// Alert is a monitor rule changing state.
+type Alert struct {
+	AlertID      string  `avro:"alert_id"`
+	Monitor      string  `avro:"monitor"`
+	Rule         string  `avro:"rule"`
+	State        string  `avro:"state"`
+	ModelName    string  `avro:"model_name"`
+	ModelVersion int32   `avro:"model_version"`
+	Metric       string  `avro:"metric"`
+	Feature      string  `avro:"feature"`
+	Value        float64 `avro:"value"`
+	Threshold    float64 `avro:"threshold"`
+	Windows      int32   `avro:"windows"`
+	Since        int64   `avro:"since"`
+	At           int64   `avro:"at"`
+	Reference    string  `avro:"reference"`
+}
+
+// Command types.
+const (
+	CommandRetrain  = "RETRAIN"
+	CommandRollback = "ROLLBACK"
+	CommandPromote  = "PROMOTE"
+)
+
+// Command is an instruction to the training consumer.
+type Command struct {
+	CommandID     string `avro:"command_id"`
+	Type          string `avro:"type"`
+	ModelName     string `avro:"model_name"`
+	TargetVersion int32  `avro:"target_version"`
+	Reason        string `avro:"reason"`
+	RequestedBy   string `avro:"requested_by"`
+	RequestedAt   int64  `avro:"requested_at"`
+	TrainSince    int64  `avro:"train_since"`
+	TrainUntil    int64  `avro:"train_until"`
+}
+
+// ModelRecord is one model version in the registry.
+type ModelRecord struct {
+	Name             string             `avro:"name"`
+	Version          int32              `avro:"version"`
+	Format           string             `avro:"format"`
+	Features         []string           `avro:"features"`
+	Views            []string           `avro:"views"`
+	ArtifactURI      string             `avro:"artifact_uri"`
+	SHA256           string             `avro:"sha256"`
+	CreatedAt        int64              `avro:"created_at"`
+	CreatedBy        string             `avro:"created_by"`
+	Reason           string             `avro:"reason"`
+	ParentVersion    int32              `avro:"parent_version"`
+	Metrics          map[string]float64 `avro:"metrics"`
+	TrainingSet      string             `avro:"training_set"`
+	ReferenceProfile string             `avro:"reference_profile"`
+	Aliases          []string           `avro:"aliases"`
+}
