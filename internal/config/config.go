@@ -102,6 +102,10 @@ type Source struct {
 	// MaxSkew is how far an event time may be from its partition's
 	// watermark, either way, before it is dead-lettered (default 7 days).
 	MaxSkew Duration `yaml:"max_skew"`
+	// Lateness is how far behind its entity's newest event an event may be
+	// and still be aggregated exactly (default 1m); later events are
+	// dead-lettered with reason "late".
+	Lateness Duration `yaml:"lateness"`
 }
 
 // Entity names a key that views aggregate by.
@@ -120,8 +124,7 @@ type View struct {
 }
 
 // Feature is one aggregation over a sliding event-time window ending at each
-// event: (t-window, t]. A zero window aggregates over the entity's whole
-// retained history (last, count of all).
+// event: (t-window, t]. Only "last" may omit the window (the event's own value).
 type Feature struct {
 	Name   string   `yaml:"name"`
 	Agg    string   `yaml:"agg"` // count, sum, mean, min, max, last
@@ -335,6 +338,7 @@ func (c *Config) applyDefaults() {
 		s := &c.Sources[i]
 		def(&s.MaxFuture, 24*time.Hour)
 		def(&s.MaxSkew, 7*24*time.Hour)
+		def(&s.Lateness, time.Minute)
 	}
 	for i := range c.Models {
 		if c.Models[i].Threshold == 0 {

@@ -91,8 +91,8 @@ func (c *Config) Validate() error {
 			if ft.Agg != "count" && ft.Field == "" {
 				bad(ff+".field", "is required for agg %q", ft.Agg)
 			}
-			if ft.Window < 0 {
-				bad(ff+".window", "must not be negative")
+			if ft.Window < 0 || (ft.Window == 0 && ft.Agg != "last") {
+				bad(ff+".window", "must be a positive duration for agg %q (only last may omit it)", ft.Agg)
 			}
 			if ft.Window.D() > v.TTL.D() {
 				bad(ff+".window", "%s is longer than the view's ttl %s", ft.Window.D(), v.TTL.D())

@@ -1,0 +1,185 @@
+package processors
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/weirhq/weir/internal/config"
+)
+
+// ErrLate is returned for an event older than its entity's newest event by
+// more than the source's lateness: its windows may have lost events it needs.
+var ErrLate = errors.New("event later than the allowed lateness")
+
+type aggKind int
+
+const (
+	aggCount aggKind = iota
+	aggSum
+	aggMean
+	aggMin
+	aggMax
+	aggLast
+)
+
+var aggKinds = map[string]aggKind{"count": aggCount, "sum": aggSum, "mean": aggMean, "min": aggMin, "max": aggMax, "last": aggLast}
+
+type feature struct {
+	name   string
+	agg    aggKind
+	field  int   // index into Engine.fields; -1 for count
+	window int64 // ms
+}
+
+type view struct {
+	name, version string
+	features      []feature
+}
+
+// Engine computes the views of one source. It holds no state of its own:
+// state lives in a Store, so one Engine serves every partition.
+type Engine struct {
+	fields   []string
+	views    []view
+	retain   int64 // ms of history kept behind an entity's newest event
+	lateness int64
+}
+
+// NewEngine compiles the views of a source. Every view must aggregate by the
+// source's key (the topic's partitioning), so an entity's events are all in
+// one partition.
+func NewEngine(src config.Source, views []*config.View, entities []config.Entity) (*Engine, error) {
+	e := &Engine{lateness: src.Lateness.D().Milliseconds()}
+	fieldIdx := map[string]int{}
+	var maxWindow int64
+	for _, v := range views {
+		key := ""
+		for _, ent := range entities {
+			if ent.Name == v.Entity {
+				key = ent.Key
+			}
+		}
+		if key != src.Key {
+			return nil, fmt.Errorf("processors: view %s: entity %s is keyed by %q but source %s is keyed by %q; views of other entities need a repartition, which is not supported yet", v.Name, v.Entity, key, src.Name, src.Key)
+		}
+		cv := view{name: v.Name, version: v.Version()}
+		for _, f := range v.Features {
+			k, ok := aggKinds[f.Agg]
+			if !ok {
+				return nil, fmt.Errorf("processors: view %s feature %s: unknown aggregation %q", v.Name, f.Name, f.Agg)
+			}
+			cf := feature{name: f.Name, agg: k, field: -1, window: f.Window.D().Milliseconds()}
+			if k != aggCount {
+				i, ok := fieldIdx[f.Field]
+				if !ok {
+					i = len(e.fields)
+					fieldIdx[f.Field] = i
+					e.fields = append(e.fields, f.Field)
+				}
+				cf.field = i
+			}
+			maxWindow = max(maxWindow, cf.window)
+			cv.features = append(cv.features, cf)
+		}
+		e.views = append(e.views, cv)
+	}
+	e.retain = maxWindow + e.lateness
+	return e, nil
+}
+
+// Fields are the numeric source fields the views read, in the order Apply
+// expects their values.
+func (e *Engine) Fields() []string { return e.fields }
+
+// NumViews is the number of views computed.
+func (e *Engine) NumViews() int { return len(e.views) }
+
+// View returns the name, version and feature names of view i.
+func (e *Engine) View(i int) (name, version string, features []string) {
+	v := e.views[i]
+	features = make([]string, len(v.features))
+	for j, f := range v.features {
+		features[j] = f.name
+	}
+	return v.name, v.version, features
+}
+
+// NewOutput returns a buffer for Apply: one slice per view, one value per feature.
+func (e *Engine) NewOutput() [][]float64 {
+	out := make([][]float64, len(e.views))
+	for i, v := range e.views {
+		out[i] = make([]float64, len(v.features))
+	}
+	return out
+}
+
+// Apply adds an event at time t with field values vals to the entity's
+// state st (nil for a new entity; st must be the caller's private copy) and
+// writes every view's features as of the event into out. It returns the new
+// state, or ErrLate, leaving st unchanged.
+func (e *Engine) Apply(st *entityState, t int64, vals []float64, out [][]float64) (*entityState, error) {
+	if st == nil {
+		st = &entityState{maxTime: math.MinInt64}
+	} else if t < st.maxTime-e.lateness {
+		return st, fmt.Errorf("%w: %s behind the entity's newest event (allowed %s)", ErrLate,
+			time.Duration(st.maxTime-t)*time.Millisecond, time.Duration(e.lateness)*time.Millisecond)
+	}
+	st.maxTime = max(st.maxTime, t)
+	// Drop events no window of a future (not too late) event can reach.
+	horizon := st.maxTime - e.retain
+	drop := 0
+	for drop < len(st.events) && st.events[drop].time <= horizon {
+		drop++
+	}
+	if drop > 0 {
+		st.events = append(st.events[:0], st.events[drop:]...)
+	}
+	st.events = append(st.events, pastEvent{time: t, vals: append([]float64(nil), vals...)})
+
+	for vi, v := range e.views {
+		for fi, f := range v.features {
+			out[vi][fi] = aggregate(st.events, f, t)
+		}
+	}
+	return st, nil
+}
+
+// aggregate computes f over the events in (t-window, t]. The newest event,
+// the one being processed, is always last in events.
+func aggregate(events []pastEvent, f feature, t int64) float64 {
+	if f.agg == aggLast {
+		return events[len(events)-1].vals[f.field]
+	}
+	lo := t - f.window
+	var n int
+	var sum float64
+	mn, mx := math.Inf(1), math.Inf(-1)
+	for i := range events {
+		ev := &events[i]
+		if ev.time <= lo || ev.time > t {
+			continue
+		}
+		n++
+		if f.field >= 0 {
+			x := ev.vals[f.field]
+			sum += x
+			mn = min(mn, x)
+			mx = max(mx, x)
+		}
+	}
+	switch f.agg {
+	case aggCount:
+		return float64(n)
+	case aggSum:
+		return sum
+	case aggMean:
+		return sum / float64(n) // n >= 1: the event itself is in its window
+	case aggMin:
+		return mn
+	case aggMax:
+		return mx
+	}
+	panic("processors: unhandled aggregation")
+}

@@ -1,0 +1,404 @@
+package processors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/weirhq/weir/internal/config"
+	"github.com/weirhq/weir/schemas"
+	"github.com/weirhq/weir/streams"
+)
+
+// Event is a decoded, accepted source event with its computed features, as
+// seen by an EventHook.
+type Event struct {
+	Key       string
+	ID        string
+	Time      int64 // ms
+	Partition int32
+	Offset    int64
+	Rows      []*schemas.FeatureRow // one per view, in view order
+}
+
+// EventHook is called for every accepted event after its features are
+// computed, inside the same transaction; it may append records to out (the
+// scorer appends a prediction). It must not keep ev.
+type EventHook func(ctx context.Context, ev *Event, out []*kgo.Record) ([]*kgo.Record, error)
+
+// TaskConfig configures a Task.
+type TaskConfig struct {
+	Source         config.Source
+	Views          []*config.View
+	Entities       []config.Entity
+	FeatureTopics  []string // per view, in view order
+	ChangelogTopic string
+	// Opts are base client options used to read the changelog on restore.
+	Opts []kgo.Opt
+	// Now is the wall clock (for max_future checks); nil means time.Now.
+	Now func() time.Time
+}
+
+// Task is the streams.Processor of one source: it decodes events, applies
+// the views' engine to per-partition state, and emits feature rows and
+// changelog records.
+type Task struct {
+	cfg      TaskConfig
+	eng      *Engine
+	srcSerde *schemas.Serde
+	rowSerde *schemas.Serde
+	hooks    []EventHook
+	log      *slog.Logger
+	now      func() time.Time
+
+	mu    sync.Mutex // guards parts against the rebalance callbacks
+	parts map[int32]*partition
+
+	vals []float64
+	outs [][]float64
+
+	entities        prometheus.Gauge
+	restoreRecords  prometheus.Counter
+	restoreDuration prometheus.Counter
+}
+
+var _ streams.Processor = (*Task)(nil)
+
+// partition is the state of one assigned source partition.
+type partition struct {
+	committed map[string]*entityState
+	staged    map[string]*entityState
+	watermark int64 // greatest accepted event time, committed
+	stagedWM  int64
+}
+
+// NewTask returns a task; srcSerde decodes source values, rowSerde encodes
+// feature rows. reg may be nil.
+func NewTask(cfg TaskConfig, srcSerde, rowSerde *schemas.Serde, log *slog.Logger, reg prometheus.Registerer, hooks ...EventHook) (*Task, error) {
+	eng, err := NewEngine(cfg.Source, cfg.Views, cfg.Entities)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.FeatureTopics) != len(cfg.Views) {
+		return nil, fmt.Errorf("processors: %d feature topics for %d views", len(cfg.FeatureTopics), len(cfg.Views))
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	l := prometheus.Labels{"source": cfg.Source.Name}
+	t := &Task{
+		cfg: cfg, eng: eng, srcSerde: srcSerde, rowSerde: rowSerde, hooks: hooks, log: log, now: now,
+		parts: map[int32]*partition{},
+		vals:  make([]float64, len(eng.Fields())),
+		outs:  eng.NewOutput(),
+		entities: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_processor_entities", Help: "Entities held in processor state.", ConstLabels: l}),
+		restoreRecords: prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_processor_restore_records_total", Help: "Changelog records read while restoring state.", ConstLabels: l}),
+		restoreDuration: prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_processor_restore_seconds", Help: "Time spent restoring state from the changelog.", ConstLabels: l}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{t.entities, t.restoreRecords, t.restoreDuration} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("processors: register metrics: %w", err)
+			}
+		}
+	}
+	return t, nil
+}
+
+// Engine returns the task's engine.
+func (t *Task) Engine() *Engine { return t.eng }
+
+// minTime is the earliest event time accepted: 2000-01-01.
+var minTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+
+// Process implements streams.Processor.
+func (t *Task) Process(ctx context.Context, rec *kgo.Record, out []*kgo.Record) ([]*kgo.Record, error) {
+	p := t.parts[rec.Partition]
+	if p == nil {
+		return out, fmt.Errorf("record of unassigned partition %d", rec.Partition)
+	}
+	if len(rec.Key) == 0 {
+		return out, streams.Dead(streams.ReasonMissingKey, errors.New("record has no key"))
+	}
+	var m map[string]any
+	if err := t.srcSerde.Decode(ctx, rec.Value, &m); err != nil {
+		return out, streams.Dead(streams.ReasonUndecodable, err)
+	}
+	src := &t.cfg.Source
+	key, _ := m[src.Key].(string)
+	if key == "" {
+		return out, streams.Dead(streams.ReasonMissingKey, fmt.Errorf("key field %q is empty", src.Key))
+	}
+	if key != string(rec.Key) {
+		return out, streams.Dead(streams.ReasonKeyMismatch, fmt.Errorf("record key %q, field %s %q", rec.Key, src.Key, key))
+	}
+	ts, ok := millis(m[src.EventTime])
+	if !ok {
+		return out, streams.Dead(streams.ReasonUndecodable, fmt.Errorf("event time field %q is missing or not a timestamp", src.EventTime))
+	}
+	if err := t.checkTime(p, ts); err != nil {
+		return out, streams.Dead(streams.ReasonAbsurdTime, err)
+	}
+	for i, f := range t.eng.Fields() {
+		v, ok := number(m[f])
+		if !ok {
+			return out, streams.Dead(streams.ReasonUndecodable, fmt.Errorf("field %q is missing or not a number", f))
+		}
+		t.vals[i] = v
+	}
+	id, _ := m[src.IDField].(string)
+
+	st, ok := p.staged[key]
+	if !ok {
+		if c := p.committed[key]; c != nil {
+			st = c.clone()
+		}
+	}
+	st, err := t.eng.Apply(st, ts, t.vals, t.outs)
+	if err != nil {
+		if errors.Is(err, ErrLate) {
+			return out, streams.Dead(streams.ReasonLate, err)
+		}
+		return out, err
+	}
+	p.staged[key] = st
+	p.stagedWM = max(p.stagedWM, ts)
+
+	ev := Event{Key: key, ID: id, Time: ts, Partition: rec.Partition, Offset: rec.Offset, Rows: make([]*schemas.FeatureRow, len(t.outs))}
+	known := t.now().UnixMilli()
+	for vi := range t.outs {
+		name, version, feats := t.eng.View(vi)
+		row := &schemas.FeatureRow{
+			Entity: key, View: name, ViewVersion: version, EventTime: ts, KnownTime: known,
+			SourceTopic: rec.Topic, SourcePartition: rec.Partition, SourceOffset: rec.Offset, EventID: id,
+			Values: make([]schemas.FeatureValue, len(feats)),
+		}
+		for fi, fn := range feats {
+			row.Values[fi] = schemas.FeatureValue{Name: fn, Value: t.outs[vi][fi]}
+		}
+		b, err := t.rowSerde.Encode(row)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, &kgo.Record{Topic: t.cfg.FeatureTopics[vi], Partition: rec.Partition, Key: []byte(key), Value: b})
+		ev.Rows[vi] = row
+	}
+	for _, h := range t.hooks {
+		if out, err = h(ctx, &ev, out); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+func (t *Task) checkTime(p *partition, ts int64) error {
+	src := &t.cfg.Source
+	if ts < minTime {
+		return fmt.Errorf("event time %s is before 2000", time.UnixMilli(ts).UTC().Format(time.RFC3339))
+	}
+	if limit := t.now().Add(src.MaxFuture.D()).UnixMilli(); ts > limit {
+		return fmt.Errorf("event time %s is more than max_future %s ahead of now", time.UnixMilli(ts).UTC().Format(time.RFC3339), src.MaxFuture.D())
+	}
+	wm := max(p.watermark, p.stagedWM)
+	if wm > 0 && math.Abs(float64(ts-wm)) > float64(src.MaxSkew.D().Milliseconds()) {
+		return fmt.Errorf("event time %s is more than max_skew %s from the partition watermark %s", time.UnixMilli(ts).UTC().Format(time.RFC3339), src.MaxSkew.D(), time.UnixMilli(wm).UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// Flush implements streams.Processor: one changelog record per entity
+// changed in the transaction, keyed by entity, on the source partition's
+// changelog partition.
+func (t *Task) Flush(out []*kgo.Record) []*kgo.Record {
+	n := len(t.eng.Fields())
+	for part, p := range t.parts {
+		for key, st := range p.staged {
+			out = append(out, &kgo.Record{Topic: t.cfg.ChangelogTopic, Partition: part, Key: []byte(key), Value: appendState(nil, st, n)})
+		}
+	}
+	return out
+}
+
+// Commit implements streams.Processor.
+func (t *Task) Commit() {
+	var n int
+	for _, p := range t.parts {
+		for k, st := range p.staged {
+			p.committed[k] = st
+		}
+		clear(p.staged)
+		p.watermark = max(p.watermark, p.stagedWM)
+		n += len(p.committed)
+	}
+	t.entities.Set(float64(n))
+}
+
+// Abort implements streams.Processor.
+func (t *Task) Abort() {
+	for _, p := range t.parts {
+		clear(p.staged)
+		p.stagedWM = p.watermark
+	}
+}
+
+// Revoked implements streams.Processor.
+func (t *Task) Revoked(m map[string][]int32) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, part := range m[t.cfg.Source.Topic] {
+		delete(t.parts, part)
+	}
+}
+
+// Assigned implements streams.Processor: it restores each new partition's
+// state from the changelog, reading with read_committed up to the last
+// stable offset.
+func (t *Task) Assigned(ctx context.Context, m map[string][]int32) error {
+	parts := m[t.cfg.Source.Topic]
+	if len(parts) == 0 {
+		return nil
+	}
+	start := time.Now()
+	restored, records, err := t.restore(ctx, parts)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	for part, p := range restored {
+		t.parts[part] = p
+	}
+	t.mu.Unlock()
+	t.restoreRecords.Add(float64(records))
+	t.restoreDuration.Add(time.Since(start).Seconds())
+	t.log.Info("state restored", "source", t.cfg.Source.Name, "partitions", parts, "records", records, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func (t *Task) restore(ctx context.Context, parts []int32) (map[int32]*partition, int, error) {
+	out := make(map[int32]*partition, len(parts))
+	for _, p := range parts {
+		out[p] = &partition{committed: map[string]*entityState{}, staged: map[string]*entityState{}}
+	}
+	cl, err := kgo.NewClient(t.cfg.Opts...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("restore: client: %w", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListCommittedOffsets(ctx, t.cfg.ChangelogTopic)
+	if err != nil {
+		return nil, 0, fmt.Errorf("restore: list stable offsets of %s: %w", t.cfg.ChangelogTopic, err)
+	}
+	starts, err := adm.ListStartOffsets(ctx, t.cfg.ChangelogTopic)
+	if err != nil {
+		return nil, 0, fmt.Errorf("restore: list start offsets of %s: %w", t.cfg.ChangelogTopic, err)
+	}
+	want := map[int32]int64{} // partition -> stable end offset still to reach
+	consume := map[int32]kgo.Offset{}
+	for _, p := range parts {
+		e, ok := ends.Lookup(t.cfg.ChangelogTopic, p)
+		if !ok || e.Err != nil {
+			return nil, 0, fmt.Errorf("restore: stable offset of %s/%d: %v", t.cfg.ChangelogTopic, p, e.Err)
+		}
+		s, _ := starts.Lookup(t.cfg.ChangelogTopic, p)
+		if e.Offset > s.Offset {
+			want[p] = e.Offset
+			consume[p] = kgo.NewOffset().At(s.Offset)
+		}
+	}
+	if len(want) == 0 {
+		return out, 0, nil
+	}
+	rc, err := kgo.NewClient(append(append([]kgo.Opt(nil), t.cfg.Opts...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{t.cfg.ChangelogTopic: consume}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+	)...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("restore: consumer: %w", err)
+	}
+	defer rc.Close()
+	n := len(t.eng.Fields())
+	records := 0
+	lastLog := time.Now()
+	for len(want) > 0 {
+		fs := rc.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return nil, 0, err
+		}
+		var ferr error
+		fs.EachError(func(tp string, p int32, err error) { ferr = fmt.Errorf("restore: fetch %s/%d: %w", tp, p, err) })
+		if ferr != nil {
+			return nil, 0, ferr
+		}
+		var derr error
+		fs.EachRecord(func(r *kgo.Record) {
+			end, ok := want[r.Partition]
+			if !ok {
+				return
+			}
+			if r.Attrs.IsControl() {
+				// markers end transactions; nothing to apply
+			} else if len(r.Value) == 0 {
+				delete(out[r.Partition].committed, string(r.Key))
+			} else if st, err := decodeState(r.Value, n); err != nil {
+				derr = fmt.Errorf("restore: %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, err)
+			} else {
+				out[r.Partition].committed[string(r.Key)] = st
+				out[r.Partition].watermark = max(out[r.Partition].watermark, st.maxTime)
+				records++
+			}
+			if r.Offset >= end-1 {
+				delete(want, r.Partition)
+			}
+		})
+		if derr != nil {
+			return nil, 0, derr
+		}
+		if time.Since(lastLog) > 5*time.Second {
+			t.log.Info("restoring state", "source", t.cfg.Source.Name, "records", records, "partitions_left", len(want))
+			lastLog = time.Now()
+		}
+	}
+	return out, records, nil
+}
+
+// millis converts a decoded Avro timestamp (long or timestamp-millis) to ms.
+func millis(v any) (int64, bool) {
+	switch x := v.(type) {
+	case time.Time:
+		return x.UnixMilli(), true
+	case int64:
+		return x, true
+	case int32:
+		return int64(x), true
+	case int:
+		return int64(x), true
+	}
+	return 0, false
+}
+
+func number(v any) (float64, bool) {
+	switch x := v.(type) {
+	case float64:
+		return x, true
+	case float32:
+		return float64(x), true
+	case int64:
+		return float64(x), true
+	case int32:
+		return float64(x), true
+	case int:
+		return float64(x), true
+	}
+	return 0, false
+}
