@@ -97,11 +97,11 @@ func NewTask(cfg TaskConfig, srcSerde, rowSerde *schemas.Serde, log *slog.Logger
 	l := prometheus.Labels{"source": cfg.Source.Name}
 	t := &Task{
 		cfg: cfg, eng: eng, srcSerde: srcSerde, rowSerde: rowSerde, hooks: hooks, log: log, now: now,
-		parts: map[int32]*partition{},
-		vals:  make([]float64, len(eng.Fields())),
-		outs:  eng.NewOutput(),
-		entities: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_processor_entities", Help: "Entities held in processor state.", ConstLabels: l}),
-		restoreRecords: prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_processor_restore_records_total", Help: "Changelog records read while restoring state.", ConstLabels: l}),
+		parts:           map[int32]*partition{},
+		vals:            make([]float64, len(eng.Fields())),
+		outs:            eng.NewOutput(),
+		entities:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_processor_entities", Help: "Entities held in processor state.", ConstLabels: l}),
+		restoreRecords:  prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_processor_restore_records_total", Help: "Changelog records read while restoring state.", ConstLabels: l}),
 		restoreDuration: prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_processor_restore_seconds", Help: "Time spent restoring state from the changelog.", ConstLabels: l}),
 	}
 	if reg != nil {

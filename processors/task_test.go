@@ -121,7 +121,7 @@ func (f *fixture) loop(t *testing.T, instance string) *streams.Loop {
 	return streams.NewLoop(streams.LoopConfig{
 		Stage: "processor", Group: f.cfg.Topics.Prefix + ".processor." + src.Name,
 		TransactionalID: f.cfg.Topics.Prefix + ".processor." + src.Name + "." + instance,
-		Topics: []string{src.Topic}, DeadLetterTopic: f.cfg.DeadLetterTopic(), MaxBatch: 2000, Opts: opts,
+		Topics:          []string{src.Topic}, DeadLetterTopic: f.cfg.DeadLetterTopic(), MaxBatch: 2000, Opts: opts,
 	}, task, log, nil)
 }
 
