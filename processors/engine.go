@@ -183,3 +183,29 @@ func aggregate(events []pastEvent, f feature, t int64) float64 {
 	}
 	panic("processors: unhandled aggregation")
 }
+
+// Memory computes views over events held in memory, exactly as a task does
+// for one partition processed in the same order. Bootstrap training sets and
+// tests use it; it is not safe for concurrent use.
+type Memory struct {
+	eng    *Engine
+	states map[string]*entityState
+	out    [][]float64
+}
+
+// NewMemory returns an empty in-memory state for e.
+func (e *Engine) NewMemory() *Memory {
+	return &Memory{eng: e, states: map[string]*entityState{}, out: e.NewOutput()}
+}
+
+// Apply processes one event of entity key at time t with field values vals
+// (in Fields order) and returns every view's features as of the event. The
+// result is overwritten by the next call.
+func (m *Memory) Apply(key string, t int64, vals []float64) ([][]float64, error) {
+	st, err := m.eng.Apply(m.states[key], t, vals, m.out)
+	if err != nil {
+		return nil, err
+	}
+	m.states[key] = st
+	return m.out, nil
+}

@@ -9,6 +9,7 @@
 # 127.0.0.1:$WEIR_CLICKHOUSE_PORT (19000), HTTP on 18123, interserver 19009,
 # data and logs in $DATA/clickhouse.
 set -euo pipefail
+# shellcheck source=deploy/local/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 TCP_PORT=${WEIR_CLICKHOUSE_PORT:-19000}
@@ -60,7 +61,7 @@ cmd_start() {
 
 # started: answers, or gives up at once if the server has exited.
 started() {
-	if ! pid_alive "$PIDFILE" clickhouse-server; then
+	if ! pid_running "$PIDFILE"; then
 		log_tail "$ERRFILE"
 		log_tail "$STDOUT"
 		die "clickhouse exited; its logs are in $DIR"

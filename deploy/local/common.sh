@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the scripts in deploy/local; source it, don't run it.
 #
 # Every service runs as a plain process (no systemd here) with its own ports
@@ -51,6 +52,13 @@ pid_alive() {
 	kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2"
 }
 
+# pid_running PIDFILE: whether the process named in PIDFILE exists. For a
+# process this script has just started, whose command line may not show the
+# server yet (between fork and exec).
+pid_running() {
+	[[ -s $1 ]] && kill -0 "$(<"$1")" 2>/dev/null
+}
+
 # stop_pid NAME PIDFILE MATCH SECONDS: SIGTERM the process (see pid_alive),
 # wait for it to exit, SIGKILL it after SECONDS. Removes the pid file.
 stop_pid() {
@@ -98,9 +106,12 @@ apt_install() {
 	((${#missing[@]})) || return 0
 	((EUID == 0)) || die "need root to install: ${missing[*]}"
 	log "installing Debian packages: ${missing[*]}"
-	local lock=(-o DPkg::Lock::Timeout=600)
-	DEBIAN_FRONTEND=noninteractive apt-get "${lock[@]}" -qq update
-	DEBIAN_FRONTEND=noninteractive apt-get "${lock[@]}" -qq install -y --no-install-recommends "${missing[@]}" >/dev/null
+	local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=600)
+	mkdir -p "$DATA"
+	if ! { "${apt[@]}" update && "${apt[@]}" install -y --no-install-recommends "${missing[@]}"; } >"$DATA/apt.log" 2>&1; then
+		cat "$DATA/apt.log" >&2
+		die "apt-get install ${missing[*]} failed"
+	fi
 }
 
 apt_installed() {
@@ -110,7 +121,7 @@ apt_installed() {
 # wait_apt_idle: wait (up to 15 minutes) while apt-get, apt or dpkg runs.
 wait_apt_idle() {
 	local deadline=$((SECONDS + 900)) said=
-	while pgrep -x 'apt-get|apt|dpkg' >/dev/null; do
+	while pgrep -x apt-get >/dev/null || pgrep -x apt >/dev/null || pgrep -x dpkg >/dev/null; do
 		if [[ -z $said ]]; then
 			log "waiting for another apt/dpkg run to finish"
 			said=1

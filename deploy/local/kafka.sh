@@ -9,6 +9,7 @@
 # 127.0.0.1:$WEIR_KAFKA_PORT (19092), its controller on 19093; log segments in
 # $DATA/kafka/data, broker log in $DATA/kafka/kafka.log.
 set -euo pipefail
+# shellcheck source=deploy/local/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 PORT=${WEIR_KAFKA_PORT:-19092}
@@ -123,11 +124,13 @@ cmd_start() {
 		write_config
 		format
 		log "starting kafka on 127.0.0.1:$PORT (data in $DIR/data)"
+		# Each run logs to a fresh file; the previous run's log is kept as .1.
+		if [[ -f $LOGFILE ]]; then mv -f "$LOGFILE" "$LOGFILE.1"; fi
 		# setsid keeps it out of the caller's process group, so ^C on make
 		# leaves it running.
 		setsid nohup java -Xmx512m \
 			-Dlog4j2.configurationFile="$LOG4J" -cp "$LIB/*" \
-			kafka.Kafka "$PROPS" >>"$LOGFILE" 2>&1 </dev/null &
+			kafka.Kafka "$PROPS" >"$LOGFILE" 2>&1 </dev/null &
 		echo $! >"$PIDFILE"
 	fi
 	wait_for 90 kafka started
@@ -136,7 +139,7 @@ cmd_start() {
 
 # started: answers, or gives up at once if the broker has exited.
 started() {
-	if ! pid_alive "$PIDFILE" kafka.Kafka; then
+	if ! pid_running "$PIDFILE"; then
 		log_tail "$LOGFILE"
 		die "kafka exited; its log is $LOGFILE"
 	fi

@@ -6,6 +6,7 @@
 # Runs as a plain daemonized process on 127.0.0.1:$WEIR_REDIS_PORT (16379),
 # append-only, no RDB snapshots, data and log in $DATA/redis.
 set -euo pipefail
+# shellcheck source=deploy/local/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 PORT=${WEIR_REDIS_PORT:-16379}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/weirhq/weir/internal/config"
 	"github.com/weirhq/weir/schemas"
+	"github.com/weirhq/weir/scoring/registry"
 	"github.com/weirhq/weir/streams"
 )
 
@@ -30,8 +31,10 @@ type Env struct {
 	Schemas  schemas.Registry
 	Instance string // names this process in transactional ids
 
-	mu     sync.Mutex
-	serdes map[string]*schemas.Serde
+	mu      sync.Mutex
+	serdes  map[string]*schemas.Serde
+	models  *registry.Registry
+	closers []func()
 }
 
 // NewEnv checks the endpoints the roles share and returns an Env.
@@ -51,10 +54,25 @@ func NewEnv(cfg *config.Config, log *slog.Logger, instance string) (*Env, error)
 	return e, nil
 }
 
+// Close stops what the Env started (the model registry's reader).
+func (e *Env) Close() {
+	e.mu.Lock()
+	closers := e.closers
+	e.closers = nil
+	e.mu.Unlock()
+	for i := len(closers) - 1; i >= 0; i-- {
+		closers[i]()
+	}
+}
+
 // Serde returns the (cached) serde of a topic's values.
 func (e *Env) Serde(ctx context.Context, topic, schema string) (*schemas.Serde, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	return e.serdeLocked(ctx, topic, schema)
+}
+
+func (e *Env) serdeLocked(ctx context.Context, topic, schema string) (*schemas.Serde, error) {
 	if s, ok := e.serdes[topic]; ok {
 		return s, nil
 	}

@@ -1,0 +1,245 @@
+// Package online is the Redis online store: for every entity and feature view
+// version it keeps the newest feature row, newest by (event time, source
+// offset), under a key with a hash tag on the entity so that one entity's
+// views share a Redis Cluster slot:
+//
+//	<prefix>:{<entity>}:<view>:<version>
+//
+// The value is a hash with one field per feature (the float formatted so that
+// it parses back to the same bits) and four metadata fields: _et (event time,
+// Unix ms), _off (source offset), _part (source partition) and _kt (known
+// time, Unix ms). Every applied write replaces the whole hash and sets the
+// key's expiry to the view's TTL.
+//
+// Writes are idempotent and ordered by a Lua script run with EVALSHA: a row
+// is applied only if its (event time, offset) pair is greater than the
+// stored one, so replayed, duplicated and out-of-order rows never regress a
+// value. Offsets are compared without the partition because an entity's
+// rows all come from one partition of the features topic (it is keyed by
+// entity).
+//
+// This package exports no metrics; the materializer that drives Write counts
+// rows and latency.
+package online
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/weirhq/weir/featurestore"
+	"github.com/weirhq/weir/internal/config"
+	"github.com/weirhq/weir/schemas"
+)
+
+// Metadata fields of a row's hash. Feature names may not start with '_'.
+const (
+	fieldEventTime = "_et"
+	fieldOffset    = "_off"
+	fieldPartition = "_part"
+	fieldKnownTime = "_kt"
+)
+
+// ErrUnknownView is returned for a row of a view the store was not
+// configured with (its TTL is unknown).
+var ErrUnknownView = errors.New("unknown view")
+
+// ErrReservedName is returned for a feature named like a metadata field.
+var ErrReservedName = errors.New("feature names starting with '_' are reserved")
+
+// writeScript applies one row if it is newer than the stored one.
+//
+//	KEYS[1] the row's key
+//	ARGV    event time, offset, partition, known time, TTL in ms (0: none),
+//	        then feature name, value pairs
+//
+// It returns 1 when the row was applied and 0 when it was not newer.
+// Lua numbers are doubles: exact for millisecond times and offsets below 2^53.
+var writeScript = redis.NewScript(`
+local et = tonumber(ARGV[1])
+local off = tonumber(ARGV[2])
+local cur = redis.call('HMGET', KEYS[1], '_et', '_off')
+if cur[1] then
+  local cet = tonumber(cur[1]) or -1
+  local coff = tonumber(cur[2]) or -1
+  if cet > et or (cet == et and coff >= off) then
+    return 0
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], '_et', ARGV[1], '_off', ARGV[2], '_part', ARGV[3], '_kt', ARGV[4], unpack(ARGV, 6))
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return 1
+`)
+
+// Store is the Redis online store. It is safe for concurrent use.
+type Store struct {
+	rdb    redis.UniversalClient
+	prefix string
+	ttl    map[string]time.Duration // by view name
+}
+
+// New returns a store writing keys under prefix (config.Redis.KeyPrefix) for
+// the given views, whose TTLs it applies. rdb may be a *redis.Client or a
+// *redis.ClusterClient.
+func New(rdb redis.UniversalClient, prefix string, views []config.View) *Store {
+	ttl := make(map[string]time.Duration, len(views))
+	for _, v := range views {
+		ttl[v.Name] = v.TTL.D()
+	}
+	return &Store{rdb: rdb, prefix: prefix, ttl: ttl}
+}
+
+// RedisKey returns the Redis key of an entity's view version under prefix.
+func RedisKey(prefix string, k Key) string {
+	return prefix + ":{" + k.Entity + "}:" + k.View + ":" + k.Version
+}
+
+// Write applies rows in one pipelined round trip (two when Redis lost the
+// script and it must be loaded again).
+//
+// Delivery contract: Write is idempotent per row by (entity, view, version,
+// event time, offset). A row is applied only if its (event time, offset) is
+// greater than the stored row's, so a caller delivering at least once may
+// replay any rows, in any order and any batching, and the store still ends
+// with the newest row per key. Rows older than the stored one are dropped
+// silently; that is success, not an error. Write returns nil only when every
+// row was applied or found stale; on error some rows may have been applied
+// and the caller should retry the whole batch. Write does not keep rows.
+func (s *Store) Write(ctx context.Context, rows []schemas.FeatureRow) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	keys := make([][]string, len(rows))
+	args := make([][]any, len(rows))
+	for i := range rows {
+		r := &rows[i]
+		ttl, ok := s.ttl[r.View]
+		if !ok {
+			return fmt.Errorf("online: write row %d (entity %q): view %q: %w", i, r.Entity, r.View, ErrUnknownView)
+		}
+		a := make([]any, 0, 5+2*len(r.Values))
+		a = append(a, r.EventTime, r.SourceOffset, r.SourcePartition, r.KnownTime, ttl.Milliseconds())
+		for _, v := range r.Values {
+			if strings.HasPrefix(v.Name, "_") {
+				return fmt.Errorf("online: write row %d (view %s): feature %q: %w", i, r.View, v.Name, ErrReservedName)
+			}
+			a = append(a, v.Name, strconv.FormatFloat(v.Value, 'g', -1, 64))
+		}
+		keys[i] = []string{RedisKey(s.prefix, Key{View: r.View, Version: r.ViewVersion, Entity: r.Entity})}
+		args[i] = a
+	}
+	run := func() error {
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i := range keys {
+				writeScript.EvalSha(ctx, p, keys[i], args[i]...)
+			}
+			return nil
+		})
+		return err
+	}
+	err := run()
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// Redis restarted or was flushed: load the script and replay the
+		// batch, which the script makes harmless for rows already applied.
+		if lerr := writeScript.Load(ctx, s.rdb).Err(); lerr != nil {
+			return fmt.Errorf("online: load write script: %w", lerr)
+		}
+		err = run()
+	}
+	if err != nil {
+		return fmt.Errorf("online: write %d rows: %w", len(rows), err)
+	}
+	return nil
+}
+
+// Key names one entity's view version for GetMany.
+type Key struct {
+	View    string
+	Version string
+	Entity  string
+}
+
+// Get returns the newest row of an entity's view version; false when there is
+// none (never written, or expired).
+func (s *Store) Get(ctx context.Context, view, version, entity string) (featurestore.Row, bool, error) {
+	rows, found, err := s.GetMany(ctx, []Key{{View: view, Version: version, Entity: entity}})
+	if err != nil {
+		return featurestore.Row{}, false, err
+	}
+	return rows[0], found[0], nil
+}
+
+// GetMany returns the rows of keys in one pipelined round trip: rows[i] is
+// keys[i]'s row when found[i].
+func (s *Store) GetMany(ctx context.Context, keys []Key) (rows []featurestore.Row, found []bool, err error) {
+	if len(keys) == 0 {
+		return nil, nil, nil
+	}
+	cmds := make([]*redis.MapStringStringCmd, len(keys))
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			cmds[i] = p.HGetAll(ctx, RedisKey(s.prefix, k))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("online: get %d keys: %w", len(keys), err)
+	}
+	rows = make([]featurestore.Row, len(keys))
+	found = make([]bool, len(keys))
+	for i, k := range keys {
+		h := cmds[i].Val()
+		if len(h) == 0 {
+			continue
+		}
+		r, err := parseRow(k, h)
+		if err != nil {
+			return nil, nil, fmt.Errorf("online: get %s: %w", RedisKey(s.prefix, k), err)
+		}
+		rows[i], found[i] = r, true
+	}
+	return rows, found, nil
+}
+
+// parseRow decodes a row's hash.
+func parseRow(k Key, h map[string]string) (featurestore.Row, error) {
+	r := featurestore.Row{Entity: k.Entity, View: k.View, Version: k.Version, Values: make(map[string]float64, len(h)-4)}
+	var err error
+	parseInt := func(field string) int64 {
+		s, ok := h[field]
+		if !ok {
+			err = errors.Join(err, fmt.Errorf("field %s missing", field))
+			return 0
+		}
+		n, perr := strconv.ParseInt(s, 10, 64)
+		if perr != nil {
+			err = errors.Join(err, fmt.Errorf("field %s: %w", field, perr))
+		}
+		return n
+	}
+	r.EventTime = parseInt(fieldEventTime)
+	r.Offset = parseInt(fieldOffset)
+	r.Partition = int32(parseInt(fieldPartition))
+	r.KnownTime = parseInt(fieldKnownTime)
+	for name, s := range h {
+		if strings.HasPrefix(name, "_") {
+			continue
+		}
+		v, perr := strconv.ParseFloat(s, 64)
+		if perr != nil {
+			err = errors.Join(err, fmt.Errorf("feature %s: %w", name, perr))
+			continue
+		}
+		r.Values[name] = v
+	}
+	return r, err
+}

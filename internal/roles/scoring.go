@@ -1,0 +1,125 @@
+package roles
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/weirhq/weir/internal/config"
+	"github.com/weirhq/weir/monitors/profile"
+	"github.com/weirhq/weir/processors"
+	"github.com/weirhq/weir/schemas"
+	"github.com/weirhq/weir/scoring"
+	"github.com/weirhq/weir/scoring/registry"
+)
+
+// Models returns the process's model registry (one per Env), running and
+// caught up with the registry topic; Env.Close stops it.
+func (e *Env) Models(ctx context.Context) (*registry.Registry, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.models != nil {
+		return e.models, nil
+	}
+	serde, err := e.serdeLocked(ctx, e.Cfg.ModelsTopic(), schemas.ModelRecordSchema)
+	if err != nil {
+		return nil, fmt.Errorf("model registry: %w", err)
+	}
+	blobs, err := registry.NewBlobs(filepath.Join(e.Cfg.DataDir, "models"))
+	if err != nil {
+		return nil, fmt.Errorf("model registry: %w", err)
+	}
+	r, err := registry.New(registry.Options{
+		Kafka: e.Kafka, Topic: e.Cfg.ModelsTopic(), Serde: serde, Blobs: blobs,
+		Logger: e.Log.With("role", "registry"), Registerer: e.Metrics,
+		OnSwap: func(name string, from, to int32) {
+			e.Log.Info("champion changed", "model", name, "from", from, "to", to)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	stop := func() { cancel(); <-done; r.Close() }
+	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+	defer wcancel()
+	if err := r.WaitReady(wctx); err != nil {
+		stop()
+		return nil, fmt.Errorf("model registry %s: %w", e.Cfg.ModelsTopic(), err)
+	}
+	e.models = r
+	e.closers = append(e.closers, stop)
+	return r, nil
+}
+
+// ScorerHooks returns one processor hook per model scoring src: each scores
+// every accepted event with the model's champion and appends the prediction
+// to the model's predictions topic, in the processor's transaction and on
+// the source partition's number.
+func (e *Env) ScorerHooks(ctx context.Context, src config.Source, models *registry.Registry) ([]processors.EventHook, error) {
+	var hooks []processors.EventHook
+	for _, m := range e.Cfg.Models {
+		if m.Source != src.Name {
+			continue
+		}
+		sc, err := scoring.NewScorer(m, models, scoring.Options{Logger: e.Log.With("role", "scorer"), Registerer: e.Metrics})
+		if err != nil {
+			return nil, err
+		}
+		topic := e.Cfg.PredictionsTopic(m.Name)
+		serde, err := e.Serde(ctx, topic, schemas.PredictionSchema)
+		if err != nil {
+			return nil, err
+		}
+		hooks = append(hooks, func(_ context.Context, ev *processors.Event, out []*kgo.Record) ([]*kgo.Record, error) {
+			p, ok := sc.Score(scoring.Event{Entity: ev.Key, ID: ev.ID, Time: ev.Time, Partition: ev.Partition, Offset: ev.Offset, Features: rowFeatures(ev.Rows)})
+			if !ok {
+				return out, fmt.Errorf("scorer %s: no champion model loaded (register one: `weir dev` bootstraps v1)", m.Name)
+			}
+			b, err := serde.Encode(&p)
+			if err != nil {
+				return out, err
+			}
+			return append(out, &kgo.Record{Topic: topic, Partition: ev.Partition, Key: []byte(ev.Key), Value: b}), nil
+		})
+	}
+	return hooks, nil
+}
+
+// rowFeatures looks up "view.feature" names in an event's feature rows.
+type rowFeatures []*schemas.FeatureRow
+
+func (r rowFeatures) Feature(name string) (float64, int64, bool) {
+	view, feat, ok := strings.Cut(name, ".")
+	if !ok {
+		return 0, 0, false
+	}
+	for _, row := range r {
+		if row.View != view {
+			continue
+		}
+		for _, v := range row.Values {
+			if v.Name == feat {
+				return v.Value, row.EventTime, true
+			}
+		}
+	}
+	return 0, 0, false
+}
+
+// profiles serves monitors the reference profiles stored in the registry.
+type profiles struct{ r *registry.Registry }
+
+func (p profiles) Profile(_ context.Context, model string, version int32) (*profile.Profile, error) {
+	rec, ok := p.r.Get(model, version)
+	if !ok {
+		return nil, fmt.Errorf("model %s v%d is not in the registry", model, version)
+	}
+	return profile.Parse(rec.ReferenceProfile)
+}

@@ -1,0 +1,191 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/weirhq/weir/schemas"
+	"github.com/weirhq/weir/scoring/model"
+)
+
+// Publish records a new model version. The artifact must parse; its name
+// must be rec.Name and its features rec.Features (filled from the artifact
+// when empty). When rec.Version is 0 the next version is assigned. Publish
+// writes the artifact to the blob store, sets Format, ArtifactURI, SHA256
+// and CreatedAt (when 0), and produces the record synchronously; for each
+// alias in rec.Aliases that another version holds, it then produces that
+// version's record with the alias removed. It returns once Run has read its
+// writes back, so Get, List and Champion see them.
+//
+// Publish needs Run to be running and Blobs to be set.
+func (r *Registry) Publish(ctx context.Context, rec schemas.ModelRecord, artifact []byte) (schemas.ModelRecord, error) {
+	fail := func(err error) (schemas.ModelRecord, error) {
+		return schemas.ModelRecord{}, fmt.Errorf("registry: publish %s: %w", rec.Name, err)
+	}
+	if r.o.Blobs == nil {
+		return fail(errors.New("no blob store configured"))
+	}
+	if !validName(rec.Name) {
+		return fail(fmt.Errorf("model name %q: use letters, digits, '_', '-' and '.'", rec.Name))
+	}
+	m, err := model.Parse(artifact)
+	if err != nil {
+		return fail(err)
+	}
+	if m.Name != rec.Name {
+		return fail(fmt.Errorf("artifact is of model %q", m.Name))
+	}
+	if len(rec.Features) == 0 {
+		rec.Features = slices.Clone(m.Features)
+	} else if !slices.Equal(rec.Features, m.Features) {
+		return fail(fmt.Errorf("record features %v differ from the artifact's %v", rec.Features, m.Features))
+	}
+	if err := r.WaitReady(ctx); err != nil {
+		return fail(err)
+	}
+	r.pubMu.Lock()
+	defer r.pubMu.Unlock()
+
+	ms := r.snap.Load().model(rec.Name)
+	if rec.Version == 0 {
+		rec.Version = 1
+		if ms != nil && len(ms.records) > 0 {
+			rec.Version = ms.records[len(ms.records)-1].Version + 1
+		}
+	} else if _, ok := ms.get(rec.Version); ok {
+		return fail(fmt.Errorf("version %d: %w", rec.Version, ErrVersionExists))
+	}
+	if rec.Version < 0 {
+		return fail(fmt.Errorf("version %d: must be positive", rec.Version))
+	}
+	uri, err := r.o.Blobs.Put(rec.Name, rec.Version, artifact)
+	if err != nil {
+		return fail(err)
+	}
+	rec.Format = model.Format
+	rec.ArtifactURI = uri
+	rec.SHA256 = model.SHA256(artifact)
+	if rec.CreatedAt == 0 {
+		rec.CreatedAt = r.now().UnixMilli()
+	}
+	normalize(&rec)
+	out := append([]schemas.ModelRecord{rec}, r.releases(ms, rec.Version, rec.Aliases)...)
+	if err := r.produce(ctx, out); err != nil {
+		return fail(err)
+	}
+	return rec, nil
+}
+
+// MoveAlias points alias at version of model name: it verifies the target's
+// artifact (refusing to move to one that would not load), produces the
+// target's record with the alias added and Reason set to reason, then the
+// previous holder's record with the alias removed. Moving an alias to the
+// version that holds it, when its artifact verifies, changes nothing. It returns the target's record as
+// written and once Run has read it back.
+//
+// MoveAlias needs Run to be running.
+func (r *Registry) MoveAlias(ctx context.Context, name, alias string, version int32, reason string) (schemas.ModelRecord, error) {
+	fail := func(err error) (schemas.ModelRecord, error) {
+		return schemas.ModelRecord{}, fmt.Errorf("registry: move %s alias %q to v%d: %w", name, alias, version, err)
+	}
+	if alias == "" {
+		return fail(errors.New("empty alias"))
+	}
+	if err := r.WaitReady(ctx); err != nil {
+		return fail(err)
+	}
+	r.pubMu.Lock()
+	defer r.pubMu.Unlock()
+
+	ms := r.snap.Load().model(name)
+	target, ok := ms.get(version)
+	if !ok {
+		return fail(ErrNoVersion)
+	}
+	if _, _, err := Verify(target); err != nil {
+		return fail(err)
+	}
+	if v, ok := ms.aliases[alias]; ok && v == version {
+		return target, nil
+	}
+	target = clone(target)
+	if !slices.Contains(target.Aliases, alias) {
+		target.Aliases = append(target.Aliases, alias)
+	}
+	target.Reason = reason
+	out := append([]schemas.ModelRecord{target}, r.releases(ms, version, []string{alias})...)
+	if err := r.produce(ctx, out); err != nil {
+		return fail(err)
+	}
+	return target, nil
+}
+
+// releases returns the records of versions other than keep that hold one
+// of aliases, with those aliases removed.
+func (r *Registry) releases(ms *modelSnap, keep int32, aliases []string) []schemas.ModelRecord {
+	if ms == nil {
+		return nil
+	}
+	var out []schemas.ModelRecord
+	for _, rec := range ms.records {
+		if rec.Version == keep || !slices.ContainsFunc(rec.Aliases, func(a string) bool { return slices.Contains(aliases, a) }) {
+			continue
+		}
+		rec = clone(rec)
+		rec.Aliases = slices.DeleteFunc(rec.Aliases, func(a string) bool { return slices.Contains(aliases, a) })
+		out = append(out, rec)
+	}
+	return out
+}
+
+// produce writes records in order and waits until Run has applied them.
+func (r *Registry) produce(ctx context.Context, recs []schemas.ModelRecord) error {
+	krs := make([]*kgo.Record, len(recs))
+	for i, rec := range recs {
+		b, err := r.o.Serde.Encode(rec)
+		if err != nil {
+			return err
+		}
+		krs[i] = &kgo.Record{Topic: r.o.Topic, Key: []byte(Key(rec.Name, rec.Version)), Value: b}
+	}
+	if err := r.prod.ProduceSync(ctx, krs...).FirstErr(); err != nil {
+		return fmt.Errorf("produce to %s: %w", r.o.Topic, err)
+	}
+	for _, kr := range krs {
+		if err := r.waitApplied(ctx, kr.Partition, kr.Offset); err != nil {
+			return fmt.Errorf("read back %s: %w", kr.Key, err)
+		}
+	}
+	return nil
+}
+
+// clone copies a record's slices and map so it can be changed.
+func clone(rec schemas.ModelRecord) schemas.ModelRecord {
+	rec.Features = slices.Clone(rec.Features)
+	rec.Views = slices.Clone(rec.Views)
+	rec.Aliases = slices.Clone(rec.Aliases)
+	rec.Metrics = maps.Clone(rec.Metrics)
+	normalize(&rec)
+	return rec
+}
+
+// normalize makes nil collections empty, as Avro arrays and maps decode.
+func normalize(rec *schemas.ModelRecord) {
+	if rec.Features == nil {
+		rec.Features = []string{}
+	}
+	if rec.Views == nil {
+		rec.Views = []string{}
+	}
+	if rec.Aliases == nil {
+		rec.Aliases = []string{}
+	}
+	if rec.Metrics == nil {
+		rec.Metrics = map[string]float64{}
+	}
+}
