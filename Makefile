@@ -28,8 +28,8 @@ build:
 
 ## demo: run the whole pipeline locally against the stack
 demo: setup build
-	@echo "==> bin/weir dev --config deploy/demo/weir.yaml $(DEMO_ARGS)"
-	@. $(DATA)/env && bin/weir dev --config deploy/demo/weir.yaml $(DEMO_ARGS)
+	@echo "==> bin/weir dev --config deploy/demo/weir.yaml --fresh $(DEMO_ARGS)"
+	@. $(DATA)/env && bin/weir dev --config deploy/demo/weir.yaml --fresh $(DEMO_ARGS)
 
 ## test: every test, against the real services; a missing service fails
 test: setup

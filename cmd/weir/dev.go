@@ -28,7 +28,7 @@ func cmdDev(ctx context.Context, args []string, stdout io.Writer) error {
 	fresh := fs.Bool("fresh", false, "start from nothing: delete the data directory's broker, registry and models, the ClickHouse database and the Redis keys of this config")
 	kafkaPort := fs.Int("kafka-port", 19192, "port of the embedded broker (0: any free port)")
 	registryPort := fs.Int("registry-port", 18081, "port of the embedded schema registry (0: any free port)")
-	bootstrapRows := fs.Int("bootstrap-rows", 40000, "synthetic events version 1 of each model is trained on")
+	bootstrapRows := fs.Int("bootstrap-rows", 48000, "synthetic events version 1 of each model is trained on (from a cold start, like the demo stream)")
 	logStderr := fs.Bool("log-stderr", false, "log to stderr instead of <data_dir>/weir.log")
 	fs.Lookup("drift-at").DefValue = "4m"
 	_ = fs.Set("drift-at", "4m")
@@ -136,7 +136,7 @@ func cmdDev(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}},
 	)
-	err = runAll(ctx, runners)
+	err = roles.RunAll(ctx, runners)
 	if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
 		err = nil
 	}

@@ -6,29 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/pprof"
-
-	"github.com/sourcegraph/conc/pool"
 
 	"github.com/weirhq/weir/internal/roles"
 )
-
-// runAll runs the runners in one group: the first error cancels the rest,
-// and it returns once every runner has returned.
-func runAll(ctx context.Context, runners []roles.Runner) error {
-	p := pool.New().WithContext(ctx).WithCancelOnError().WithFirstError()
-	for _, r := range runners {
-		p.Go(func(ctx context.Context) error {
-			var err error
-			pprof.Do(ctx, pprof.Labels("role", r.Name), func(ctx context.Context) { err = r.Run(ctx) })
-			if err != nil {
-				return fmt.Errorf("%s: %w", r.Name, err)
-			}
-			return nil
-		})
-	}
-	return p.Wait()
-}
 
 func cmdRun(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
@@ -57,7 +37,7 @@ func cmdRun(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	defer plan.Close()
 	fmt.Fprintf(stdout, "running %d role tasks; metrics on http://%s/metrics\n", len(plan.Runners), cfg.Serve.Addr)
-	return runAll(ctx, plan.Runners)
+	return roles.RunAll(ctx, plan.Runners)
 }
 
 func hostname() string {

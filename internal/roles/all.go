@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime/pprof"
 	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sourcegraph/conc/pool"
 
 	"github.com/weirhq/weir/monitors"
 	"github.com/weirhq/weir/retrain"
@@ -140,6 +142,24 @@ func (e *Env) Build(ctx context.Context, names []string, monitorHooks ...monitor
 		add("serve", e.Serve)
 	}
 	return p, nil
+}
+
+// RunAll runs the runners in one group: the first error cancels the rest,
+// and it returns once every runner has returned. Each runner's goroutines
+// carry a pprof label naming its role.
+func RunAll(ctx context.Context, runners []Runner) error {
+	p := pool.New().WithContext(ctx).WithCancelOnError().WithFirstError()
+	for _, r := range runners {
+		p.Go(func(ctx context.Context) error {
+			var err error
+			pprof.Do(ctx, pprof.Labels("role", r.Name), func(ctx context.Context) { err = r.Run(ctx) })
+			if err != nil {
+				return fmt.Errorf("%s: %w", r.Name, err)
+			}
+			return nil
+		})
+	}
+	return p.Wait()
 }
 
 // Serve serves /metrics (this process's metrics) and /healthz on
