@@ -534,4 +534,3 @@ func checkDeadLetters(t *testing.T, p *pipeline, bad int) {
 		}
 	}
 }
-
