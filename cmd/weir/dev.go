@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/weirhq/weir/featurestore/offline"
@@ -140,7 +141,7 @@ func cmdDev(ctx context.Context, args []string, stdout io.Writer) error {
 	if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
 		err = nil
 	}
-	tl.Printf("stopped. Data stays in %s; run again to resume, or with --fresh to start over.", cfg.DataDir)
+	tl.Printf("stopped (peak memory %s). Data stays in %s; run again to resume, or with --fresh to start over.", peakRSS(), cfg.DataDir)
 	return err
 }
 
@@ -171,4 +172,18 @@ func printWhereToLook(tl *roles.Timeline, env *roles.Env) {
 	tl.Printf("  models:   WEIR_KAFKA_BROKERS=%s WEIR_SCHEMA_REGISTRY_URL=%s bin/weir models list --config %s", cfg.Kafka.Brokers[0], cfg.SchemaRegistry.URL, cfg.Path())
 	tl.Printf("  history:  clickhouse-client --port 19000 -q 'SELECT * FROM %s.%s FINAL ORDER BY event_time DESC LIMIT 5'",
 		cfg.ClickHouse.Database, offline.TableName(v.Name, v.Version()))
+}
+
+// peakRSS reads this process's peak resident set size from /proc.
+func peakRSS() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
 }

@@ -93,6 +93,10 @@ func (t *Timeline) Run(ctx context.Context) error {
 			case r.Topic == cfg.ModelsTopic():
 				var m schemas.ModelRecord
 				if len(r.Value) > 0 && models.Decode(ctx, r.Value, &m) == nil {
+					if len(m.Aliases) == 0 {
+						t.Printf("MODEL %s v%d holds no alias any more (created by %s)", m.Name, m.Version, m.CreatedBy)
+						return
+					}
 					t.Printf("MODEL %s v%d %v by %s: %s (holdout AUC %.3f, sha256 %.12s…)", m.Name, m.Version, m.Aliases, m.CreatedBy, m.Reason, m.Metrics["holdout_auc"], m.SHA256)
 				}
 			default:
