@@ -28,7 +28,7 @@
 //
 // # Labels
 //
-// A label (key txn_id = Prediction.PredictionID) is joined to the prediction
+// A label (field txn_id = Prediction.PredictionID) is joined to the prediction
 // held in its event-time window. The evaluated versions of a closed window
 // keep (prediction id -> score, label) until the watermark passes
 // end+Grace+LabelWait; then "labels" (how many were labelled) and, when both

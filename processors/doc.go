@@ -11,12 +11,12 @@
 // compacted changelog topic, read with read_committed up to its last stable
 // offset. The changelog record format is in docs/format/changelog.md.
 //
-// Bad input is returned as *streams.DeadLetter (undecodable, missing key,
-// absurd timestamp, late) and dead-lettered by the loop.
+// Bad input is returned as *streams.DeadLetter (undecodable, missing key, key
+// mismatch, absurd timestamp, late) and dead-lettered by the loop.
 //
 // Metrics:
 //
 //	weir_processor_entities{source}              entities held in state
 //	weir_processor_restore_records_total{source} changelog records restored
-//	weir_processor_restore_seconds{source}       time spent restoring
+//	weir_processor_restore_seconds_total{source} time spent restoring
 package processors

@@ -102,7 +102,7 @@ func NewTask(cfg TaskConfig, srcSerde, rowSerde *schemas.Serde, log *slog.Logger
 		outs:            eng.NewOutput(),
 		entities:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_processor_entities", Help: "Entities held in processor state.", ConstLabels: l}),
 		restoreRecords:  prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_processor_restore_records_total", Help: "Changelog records read while restoring state.", ConstLabels: l}),
-		restoreDuration: prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_processor_restore_seconds", Help: "Time spent restoring state from the changelog.", ConstLabels: l}),
+		restoreDuration: prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_processor_restore_seconds_total", Help: "Time spent restoring state from the changelog.", ConstLabels: l}),
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{t.entities, t.restoreRecords, t.restoreDuration} {

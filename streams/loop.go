@@ -52,6 +52,10 @@ type LoopConfig struct {
 	DeadLetterTopic string
 	// MaxBatch bounds the records in one transaction (default 10000).
 	MaxBatch int
+	// CommitInterval is how long a transaction gathers records before it
+	// commits (default 100ms): longer means fewer commits and more
+	// latency; read_committed consumers see outputs only after the commit.
+	CommitInterval time.Duration
 	// Opts are the base client options (streams.ClientOpts); the loop adds
 	// group, transaction and read_committed options.
 	Opts []kgo.Opt
@@ -77,6 +81,9 @@ type loopMetrics struct {
 func NewLoop(cfg LoopConfig, proc Processor, log *slog.Logger, reg prometheus.Registerer) *Loop {
 	if cfg.MaxBatch == 0 {
 		cfg.MaxBatch = 10000
+	}
+	if cfg.CommitInterval == 0 {
+		cfg.CommitInterval = 100 * time.Millisecond
 	}
 	l := prometheus.Labels{"stage": cfg.Stage}
 	in := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_stream_records_in_total", Help: "Records consumed and committed."}, []string{"stage"})
@@ -152,12 +159,6 @@ func (l *Loop) Run(ctx context.Context) error {
 			return nil
 		}
 		var fatal error
-		fetches.EachError(func(t string, p int32, err error) {
-			if errors.Is(err, context.Canceled) {
-				return
-			}
-			l.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
-		})
 		if fetches.NumRecords() == 0 {
 			sess.AllowRebalance()
 			continue
@@ -166,30 +167,40 @@ func (l *Loop) Run(ctx context.Context) error {
 			sess.AllowRebalance()
 			return fmt.Errorf("%s: begin transaction: %w", l.cfg.Stage, err)
 		}
-		out = out[:0]
-		var n, dead int
-		iter := fetches.RecordIter()
-		for !iter.Done() && fatal == nil {
-			rec := iter.Next()
-			n++
-			var err error
-			out, err = l.proc.Process(ctx, rec, out)
-			if err == nil {
-				continue
-			}
-			if d, ok := AsDeadLetter(err); ok {
-				dead++
-				l.m.dead.WithLabelValues(d.Reason.Code).Inc()
-				out = append(out, DeadLetterRecord(l.cfg.DeadLetterTopic, rec, d))
-				continue
-			}
-			fatal = fmt.Errorf("%s: process %s/%d@%d: %w", l.cfg.Stage, rec.Topic, rec.Partition, rec.Offset, err)
-		}
-		if fatal == nil {
-			out = l.proc.Flush(out)
+		// One transaction takes what arrives within the commit interval, up
+		// to MaxBatch records: polling again inside it is safe, since the
+		// rebalance stays blocked until AllowRebalance and End commits the
+		// offsets of everything polled.
+		begun := time.Now()
+		var n, produced int
+		dead := map[string]int{}
+		for {
+			var fatal0 error
+			out, n, fatal0 = l.process(ctx, fetches, out[:0], n, dead)
 			for _, r := range out {
 				sess.Produce(ctx, r, nil) // a failed produce makes End abort
 			}
+			produced += len(out)
+			if fatal = fatal0; fatal != nil {
+				break
+			}
+			left := l.cfg.CommitInterval - time.Since(begun)
+			if n >= l.cfg.MaxBatch || left <= 0 {
+				break
+			}
+			pctx, cancel := context.WithTimeout(ctx, left)
+			fetches = sess.PollRecords(pctx, l.cfg.MaxBatch-n)
+			cancel()
+			if ctx.Err() != nil || fetches.NumRecords() == 0 {
+				break
+			}
+		}
+		if fatal == nil {
+			out = l.proc.Flush(out[:0])
+			for _, r := range out {
+				sess.Produce(ctx, r, nil)
+			}
+			produced += len(out)
 		}
 		start := time.Now()
 		committed, err := sess.End(ctx, fatal == nil)
@@ -197,7 +208,10 @@ func (l *Loop) Run(ctx context.Context) error {
 			l.proc.Commit()
 			l.m.commit.Observe(time.Since(start).Seconds())
 			l.m.in.Add(float64(n))
-			l.m.out.Add(float64(len(out)))
+			l.m.out.Add(float64(produced))
+			for code, c := range dead {
+				l.m.dead.WithLabelValues(code).Add(float64(c))
+			}
 		} else {
 			l.proc.Abort()
 			l.m.aborted.Inc()
@@ -215,4 +229,33 @@ func (l *Loop) Run(ctx context.Context) error {
 			l.log.Warn("transaction not committed; reprocessing from committed offsets", "err", err)
 		}
 	}
+}
+
+// process runs the processor over fetched records, appending outputs
+// (dead letters included) to out; n counts records processed so far in the
+// transaction and dead the dead letters by reason.
+func (l *Loop) process(ctx context.Context, fetches kgo.Fetches, out []*kgo.Record, n int, dead map[string]int) ([]*kgo.Record, int, error) {
+	fetches.EachError(func(t string, p int32, err error) {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return
+		}
+		l.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
+	})
+	iter := fetches.RecordIter()
+	for !iter.Done() {
+		rec := iter.Next()
+		n++
+		var err error
+		out, err = l.proc.Process(ctx, rec, out)
+		if err == nil {
+			continue
+		}
+		if d, ok := AsDeadLetter(err); ok {
+			dead[d.Reason.Code]++
+			out = append(out, DeadLetterRecord(l.cfg.DeadLetterTopic, rec, d))
+			continue
+		}
+		return out, n, fmt.Errorf("%s: process %s/%d@%d: %w", l.cfg.Stage, rec.Topic, rec.Partition, rec.Offset, err)
+	}
+	return out, n, nil
 }

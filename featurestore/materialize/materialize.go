@@ -291,7 +291,12 @@ func (m *Materializer) poll(ctx context.Context, cl *kgo.Client) {
 		var start time.Time
 		err := m.retry(ctx, func() error {
 			start = time.Now()
-			return m.batch.write(ctx)
+			// An attempt under way finishes even when ctx ends: a write cut
+			// off mid-stream can leave ClickHouse (18.16) holding the
+			// table's lock until its receive timeout, blocking DROP/ALTER.
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+			defer cancel()
+			return m.batch.write(wctx)
 		}, "write")
 		if err != nil { // ctx done: the batch is redelivered to whoever resumes
 			return
@@ -309,6 +314,9 @@ func (m *Materializer) poll(ctx context.Context, cl *kgo.Client) {
 		m.log.Warn("commit failed; records will be redelivered", "records", len(recs), "err", err)
 	}
 }
+
+// writeTimeout bounds one sink write attempt.
+const writeTimeout = 30 * time.Second
 
 // retry calls f until it returns nil or a *skipError, waiting with
 // exponential backoff between failures. It returns ctx's error when ctx ends

@@ -312,3 +312,26 @@ func (s *Store) Latest(ctx context.Context, viewName, version, entity string) (f
 	}
 	return r, true, rows.Err()
 }
+
+// Complete returns the event time (Unix ms) up to which a view version's
+// history is complete in the store: the least, over the source's partitions,
+// of the newest event time materialized from each, minus lateness (an event
+// may trail its partition's newest by that much). 0 when some of the
+// partitions has no row yet. A training set whose spine stops there never
+// pairs a label with a feature row that is merely not materialized yet.
+func (s *Store) Complete(ctx context.Context, viewName, version string, partitions int, lateness int64) (int64, error) {
+	v, err := s.view(viewName, version)
+	if err != nil {
+		return 0, fmt.Errorf("offline: complete: %w", err)
+	}
+	q := "SELECT count(), min(m) FROM (SELECT source_partition, max(event_time_ms) AS m FROM " + v.table + " GROUP BY source_partition)"
+	var n uint64
+	var m int64
+	if err := s.conn.QueryRow(ctx, q).Scan(&n, &m); err != nil {
+		return 0, fmt.Errorf("offline: complete %s: %w", v.table, err)
+	}
+	if int(n) < partitions {
+		return 0, nil
+	}
+	return m - lateness, nil
+}

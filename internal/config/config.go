@@ -191,7 +191,7 @@ type RetrainPolicy struct {
 	LabelTimeout Duration `yaml:"label_timeout"`
 }
 
-// Serve is the HTTP listener for /metrics and the online feature API.
+// Serve is the HTTP listener for /metrics and /healthz.
 type Serve struct {
 	Addr string `yaml:"addr"` // default 127.0.0.1:9464
 }

@@ -154,6 +154,12 @@ func runEndToEnd(t *testing.T, seeds []string) {
 	if v2.ParentVersion != 1 || v2.CreatedBy != "retrain" || v2.SHA256 == "" || !strings.Contains(v2.TrainingSet, "labels") {
 		t.Fatalf("v2 record %+v", v2)
 	}
+	// A training set that paired labels with the wrong feature rows gives
+	// a model no better than chance on its holdout.
+	if auc := v2.Metrics["holdout_auc"]; !(auc > 0.75) {
+		t.Fatalf("v2 holdout AUC %v: its training set is not point-in-time correct", auc)
+	}
+	t.Logf("v2 trained on %v rows, holdout AUC %.3f", v2.Metrics["train_rows"]+v2.Metrics["holdout_rows"], v2.Metrics["holdout_auc"])
 
 	// Traffic after the swap is scored by v2.
 	st2 := p.produce(t, phase2, 0)

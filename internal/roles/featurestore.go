@@ -139,9 +139,10 @@ func (e *Env) NewTrainingData(off *offline.Store) *TrainingData {
 }
 
 // Load implements retrain.TrainingData: the labelled events of [since,
-// until) joined point-in-time with the model's features, in event-time
-// order, columns in the model's feature order. Rows with a feature missing
-// (no feature row within the TTL) are left out.
+// until) whose views' history is complete in the offline store, joined
+// point-in-time with the model's features, in event-time order, columns in
+// the model's feature order. Rows with a feature missing (no feature row
+// within the TTL) are left out.
 func (d *TrainingData) Load(ctx context.Context, m config.Model, since, until int64) ([][]float64, []bool, any, error) {
 	var reqs []offline.ViewRequest
 	col := map[string]int{} // "view.feature" -> column of the training set
@@ -165,6 +166,22 @@ func (d *TrainingData) Load(ctx context.Context, m config.Model, since, until in
 		for _, f := range r.Features {
 			col[r.View+"."+f] = n
 			n++
+		}
+	}
+	// Stop the spine where every view's history is complete: a label whose
+	// transaction's feature row is not materialized yet would be paired
+	// with an older row of its entity.
+	src, _ := d.cfg.Source(m.Source)
+	for _, r := range reqs {
+		c, err := d.off.Complete(ctx, r.View, r.Version, d.cfg.Topics.Partitions, src.Lateness.D().Milliseconds())
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if c <= since {
+			return nil, nil, nil, nil // nothing complete yet: the trainer waits for more
+		}
+		if until == 0 || c+1 < until {
+			until = c + 1 // Until is exclusive
 		}
 	}
 	ts, err := d.off.TrainingSet(ctx, offline.TrainingSetSpec{Views: reqs, Since: since, Until: until})
@@ -229,8 +246,10 @@ func (e *Env) Reset(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close()
-	if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS `"+e.Cfg.ClickHouse.Database+"`"); err != nil {
-		return fmt.Errorf("reset clickhouse: %w", err)
+	dctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := conn.Exec(dctx, "DROP DATABASE IF EXISTS `"+e.Cfg.ClickHouse.Database+"`"); err != nil {
+		return fmt.Errorf("reset clickhouse: drop database %s: %w (a stale query may hold a table lock: see SELECT * FROM system.processes)", e.Cfg.ClickHouse.Database, err)
 	}
 	return nil
 }

@@ -41,6 +41,7 @@ func (e *Env) Processor(ctx context.Context, src config.Source, hooks ...process
 		TransactionalID: e.Group("processor", src.Name) + "." + e.Instance,
 		Topics:          []string{src.Topic},
 		DeadLetterTopic: e.Cfg.DeadLetterTopic(),
+		CommitInterval:  e.Cfg.Kafka.CommitInterval.D(),
 		Opts:            e.Kafka,
 	}, task, e.Log.With("role", "processor"), e.Metrics)
 	return loop.Run, nil
