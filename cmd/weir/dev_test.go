@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/weirhq/weir/internal/testenv"
+)
+
+// syncBuffer is a bytes.Buffer safe for the timeline's writes and the
+// test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestDev runs `weir dev` as `make demo` does (embedded broker and registry,
+// real Redis and ClickHouse), with traffic 20x faster than the demo, and checks
+// that the timeline shows the whole story: v1 bootstrapped, drift, alert,
+// retrain command, v2 registered and taking over. It stops the command the
+// way Ctrl-C does and checks it shuts down cleanly.
+func TestDev(t *testing.T) {
+	_, prefix := testenv.Redis(t)
+	_, db := testenv.ClickHouse(t)
+	demo, err := os.ReadFile("../../deploy/demo/weir.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := string(demo)
+	for old, new := range map[string]string{
+		"data_dir: .weir/dev":   "data_dir: " + filepath.Join(dir, "data"),
+		"addr: 127.0.0.1:16379": "addr: " + testenv.RedisAddr(t),
+		"key_prefix: weir":      "key_prefix: " + prefix,
+		"addr: 127.0.0.1:19000": "addr: " + testenv.ClickHouseAddr(t),
+		"database: weir_demo":   "database: " + db,
+		"addr: 127.0.0.1:9464":  "addr: 127.0.0.1:0",
+		"client_id: weir-demo":  "client_id: " + testenv.Name("dev"),
+	} {
+		if !strings.Contains(cfg, old) {
+			t.Fatalf("demo config lacks %q", old)
+		}
+		cfg = strings.Replace(cfg, old, new, 1)
+	}
+	path := filepath.Join(dir, "weir.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"dev", "--config", path, "--fresh", "--rate", "4000",
+			"--kafka-port", "0", "--registry-port", "0", "--duration", "4m"}, &out)
+	}()
+	want := []string{"serving v1 (bootstrap", "DRIFT injected", "ALERT score_drift FIRING", "COMMAND RETRAIN", "MODEL fraud v2 [champion] by retrain", "SWAP scorer moved from fraud v1 to v2"}
+	deadline := time.After(3 * time.Minute)
+	for {
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(out.String(), w) {
+				missing = w
+				break
+			}
+		}
+		if missing == "" {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("weir dev returned before %q (err %v):\n%s", missing, err, out.String())
+		case <-deadline:
+			cancel()
+			<-done
+			t.Fatalf("no %q in the timeline after 3m:\n%s", missing, out.String())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	cancel() // as Ctrl-C does
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("weir dev after Ctrl-C: %v\n%s", err, out.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("weir dev did not stop within 30s of Ctrl-C")
+	}
+	if !strings.Contains(out.String(), "stopped (peak memory") {
+		t.Fatalf("no closing line:\n%s", out.String())
+	}
+	t.Logf("timeline:\n%s", out.String())
+}
