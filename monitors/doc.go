@@ -11,7 +11,8 @@
 // # Windows
 //
 // Predictions fall in tumbling event-time windows of Monitor.Window. The
-// watermark is the largest prediction event time seen on any partition; a
+// watermark is the least, over the predictions topic's partitions
+// (Options.Partitions), of the newest prediction event time seen on each; a
 // window [start, end) closes when the watermark passes end+Grace, and a
 // prediction for a closed window is dropped as late. When a window closes,
 // each model version in it gets a "count" metric, and each version with at
@@ -21,10 +22,10 @@
 // evaluated on the version that made most of the window's predictions (the
 // newer on a tie); windows where it had fewer than MinCount predictions are
 // not evaluated. Nothing closes while no predictions arrive: time is event
-// time only, and the monitor reads no clock. Because the watermark is a
-// maximum over partitions, a partition read more than Grace behind another
-// (a catch-up after downtime, a skewed producer) has its predictions dropped
-// as late; a per-partition watermark is future work.
+// time only, and the monitor reads no clock. A partition read behind the
+// others (a catch-up after downtime) holds windows open rather than losing
+// its predictions as late; an idle partition holds them open too (an idle
+// timeout is future work).
 //
 // # Labels
 //

@@ -50,6 +50,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the metrics of PrometheusHook; nil exports none.
 	Registerer prometheus.Registerer
+	// Partitions is the predictions topic's partition count: the watermark
+	// is the least of the partitions' newest prediction times once all of
+	// them were seen (0: of the partitions seen so far).
+	Partitions int
 	// Hooks are extra hooks, called after the logger's and Prometheus's.
 	Hooks []Hook
 }
@@ -85,7 +89,7 @@ func New(opts Options) (*Monitor, error) {
 		hs = append(hs, ph)
 	}
 	hs = append(hs, opts.Hooks...)
-	return &Monitor{opts: opts, logger: logger, eval: newEvaluator(opts.Monitor, opts.Model, opts.Profiles, hs)}, nil
+	return &Monitor{opts: opts, logger: logger, eval: newEvaluator(opts.Monitor, opts.Model, opts.Profiles, hs, opts.Partitions)}, nil
 }
 
 // check validates what the monitor relies on; config.Validate has checked

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"time"
 
@@ -64,8 +65,13 @@ type evaluator struct {
 	profs    map[int32]*profile.Profile // reference profiles, by version
 	hooks    hooks
 
-	wm      int64 // largest prediction event time seen (Unix ms)
-	seen    bool  // whether wm is set
+	// wm is the watermark: the least, over the predictions topic's
+	// partitions, of the largest prediction event time seen on each (Unix
+	// ms); seen reports whether every partition has been seen, so wm is set.
+	wm      int64
+	seen    bool
+	parts   int             // partitions of the predictions topic (0: those seen)
+	partMax map[int32]int64 // largest event time seen, by source partition
 	windows map[int64]*window
 
 	early int // labels held before their predictions, in all windows
@@ -111,8 +117,10 @@ const (
 	labelPositive
 )
 
-func newEvaluator(mon config.Monitor, model config.Model, profiles Profiles, hs hooks) *evaluator {
+func newEvaluator(mon config.Monitor, model config.Model, profiles Profiles, hs hooks, parts int) *evaluator {
 	e := &evaluator{
+		parts:    parts,
+		partMax:  map[int32]int64{},
 		monitor:  mon.Name,
 		model:    model.Name,
 		features: model.Features,
@@ -188,9 +196,18 @@ func (e *evaluator) addPrediction(ctx context.Context, p *schemas.Prediction) er
 		e.hooks.recordConsumed(KindLabel, OutcomeJoined)
 	}
 	e.hooks.recordConsumed(KindPrediction, OutcomeWindowed)
-	if !e.seen || p.EventTime > e.wm {
-		e.wm, e.seen = p.EventTime, true
-		e.advance()
+	if m, ok := e.partMax[p.SourcePartition]; !ok || p.EventTime > m {
+		e.partMax[p.SourcePartition] = p.EventTime
+		if len(e.partMax) >= max(e.parts, 1) {
+			wm := int64(math.MaxInt64)
+			for _, m := range e.partMax {
+				wm = min(wm, m)
+			}
+			if !e.seen || wm > e.wm {
+				e.wm, e.seen = wm, true
+				e.advance()
+			}
+		}
 	}
 	return nil
 }

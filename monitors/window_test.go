@@ -83,7 +83,7 @@ var testModel = config.Model{Name: "fraud", Features: []string{feat}}
 func newTestEvaluator(t *testing.T, mon config.Monitor, p Profiles) (*evaluator, *recorder) {
 	t.Helper()
 	rec := &recorder{}
-	return newEvaluator(mon, testModel, p, hooks{rec}), rec
+	return newEvaluator(mon, testModel, p, hooks{rec}, 1), rec
 }
 
 func pred(id string, ms int64, version int32, score, amount float64) *schemas.Prediction {
@@ -408,5 +408,39 @@ func TestEarlyLabelCap(t *testing.T) {
 	watermark(t, e, t0+time.Hour.Milliseconds())
 	if e.early != 0 || rec.consumed["label/unmatched"] != maxEarlyLabels+3 {
 		t.Fatalf("after close: held %d early labels, %v", e.early, rec.consumed)
+	}
+}
+
+// TestWatermarkIsLeastPartition checks that a partition read behind another
+// (a catch-up) holds windows open: the watermark is the least of the
+// partitions' newest times, so its predictions count instead of being late.
+func TestWatermarkIsLeastPartition(t *testing.T) {
+	rec := &recorder{}
+	e := newEvaluator(testMonitor(), testModel, testProfiles(), hooks{rec}, 2)
+	at := func(id string, part int32, ms int64) {
+		t.Helper()
+		p := pred(id, ms, 1, 0.1, 50)
+		p.SourcePartition = part
+		if err := e.addPrediction(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	end := t0 + time.Minute.Milliseconds()
+	// Partition 0 runs ten minutes ahead; partition 1 has not been read.
+	at("p0-early", 0, t0)
+	at("p0-ahead", 0, t0+10*time.Minute.Milliseconds())
+	if len(rec.closed) != 0 {
+		t.Fatalf("a window closed before every partition was seen: %+v", rec.closed)
+	}
+	// Partition 1 catches up through the first window: nothing is late.
+	for i := range 15 {
+		at(fmt.Sprintf("p1-%d", i), 1, t0+int64(i))
+	}
+	if rec.consumed["prediction/late"] != 0 || len(rec.closed) != 0 {
+		t.Fatalf("catch-up predictions dropped: consumed %v, closed %d", rec.consumed, len(rec.closed))
+	}
+	at("p1-past", 1, end+11*time.Second.Milliseconds())
+	if len(rec.closed) != 1 || rec.closed[0].Predictions != 16 {
+		t.Fatalf("closed %+v, want the first window with all 16 of its predictions", rec.closed)
 	}
 }

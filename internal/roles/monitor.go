@@ -21,7 +21,7 @@ func (e *Env) Monitors(models *registry.Registry, hooks ...monitors.Hook) ([]fun
 				Predictions: e.Cfg.PredictionsTopic(mc.Model), Labels: e.Cfg.Labels.Topic,
 				Metrics: e.Cfg.MetricsTopic(), Alerts: e.Cfg.AlertsTopic(),
 			},
-			Kafka: e.Kafka, Group: e.Group("monitor", mc.Name), Registry: e.Schemas,
+			Kafka: e.Kafka, Group: e.Group("monitor", mc.Name), Registry: e.Schemas, Partitions: e.Cfg.Topics.Partitions,
 			Profiles: profiles{models}, Logger: e.Log.With("role", "monitor"), Registerer: e.Metrics,
 			Hooks: hooks,
 		})
