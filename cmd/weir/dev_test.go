@@ -3,7 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -45,6 +49,12 @@ func TestDev(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0") // a free port for /metrics
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := l.Addr().String()
+	l.Close()
 	cfg := string(demo)
 	for old, new := range map[string]string{
 		"data_dir: .weir/dev":   "data_dir: " + filepath.Join(dir, "data"),
@@ -52,7 +62,7 @@ func TestDev(t *testing.T) {
 		"key_prefix: weir":      "key_prefix: " + prefix,
 		"addr: 127.0.0.1:19000": "addr: " + testenv.ClickHouseAddr(t),
 		"database: weir_demo":   "database: " + db,
-		"addr: 127.0.0.1:9464":  "addr: 127.0.0.1:0",
+		"addr: 127.0.0.1:9464":  "addr: " + metricsAddr,
 		"client_id: weir-demo":  "client_id: " + testenv.Name("dev"),
 	} {
 		if !strings.Contains(cfg, old) {
@@ -69,7 +79,7 @@ func TestDev(t *testing.T) {
 	var out syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"dev", "--config", path, "--fresh", "--rate", "4000",
+		done <- run(ctx, []string{"dev", "--config", path, "--fresh", "--rate", "4000", "--bad-every", "2000",
 			"--kafka-port", "0", "--registry-port", "0", "--duration", "4m"}, &out)
 	}()
 	want := []string{"serving v1 (bootstrap", "DRIFT injected", "ALERT score_drift FIRING", "COMMAND RETRAIN", "MODEL fraud v2 [champion] by retrain", "SWAP scorer moved from fraud v1 to v2"}
@@ -95,6 +105,7 @@ func TestDev(t *testing.T) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+	checkMetrics(t, "http://"+metricsAddr+"/metrics")
 	cancel() // as Ctrl-C does
 	select {
 	case err := <-done:
@@ -108,4 +119,38 @@ func TestDev(t *testing.T) {
 		t.Fatalf("no closing line:\n%s", out.String())
 	}
 	t.Logf("timeline:\n%s", out.String())
+}
+
+// checkMetrics scrapes /metrics, checks that each stage's metrics are there,
+// and has promtool lint the exposition when it is installed (it is under
+// `make test`: the Debian prometheus package).
+func checkMetrics(t *testing.T, url string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	for _, name := range []string{"weir_stream_records_in_total", "weir_stream_deadletter_total", "weir_processor_entities",
+		"weir_materialize_rows_written_total", "weir_monitor_psi", "weir_monitor_alerts_firing", "weir_scoring_predictions_total"} {
+		if !strings.Contains(string(body), "\n"+name) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if testenv.Required() {
+			t.Fatalf("promtool not found (make setup installs Debian's prometheus package)")
+		}
+		t.Skip("promtool not installed")
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(body)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
 }

@@ -6,6 +6,7 @@
 #   clickhouse  127.0.0.1:19000 (native), 18123 (http)
 #   kafka       127.0.0.1:19092 (broker), 19093 (controller)
 #   pyenv       $DATA/venv
+#   promtool    from Debian's prometheus package
 #
 # Idempotent: what is installed and running is left alone, one line each.
 # Stop everything with deploy/local/stop.sh. Data lives in $WEIR_DATA,
@@ -21,6 +22,10 @@ bash "$here/redis.sh" install
 bash "$here/clickhouse.sh" install
 bash "$here/kafka.sh" install
 bash "$here/pyenv.sh" install
+# Prometheus tooling: tests lint /metrics with promtool (Debian's prometheus
+# package brings it; its service is not started).
+apt_install prometheus
+echo "promtool: $(command -v promtool)"
 
 bash "$here/redis.sh" start
 bash "$here/clickhouse.sh" start
