@@ -106,6 +106,7 @@ func TestDev(t *testing.T) {
 		}
 	}
 	checkMetrics(t, "http://"+metricsAddr+"/metrics")
+	checkCLI(t, ctx, path, out.String())
 	cancel() // as Ctrl-C does
 	select {
 	case err := <-done:
@@ -153,4 +154,38 @@ func checkMetrics(t *testing.T, url string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
+}
+
+// checkCLI runs the commands the timeline tells a newcomer to try, with the
+// environment it prints, while weir dev runs.
+func checkCLI(t *testing.T, ctx context.Context, config, timeline string) {
+	t.Helper()
+	var modelsLine string
+	for _, l := range strings.Split(timeline, "\n") {
+		if strings.Contains(l, "models:   WEIR_KAFKA_BROKERS=") {
+			modelsLine = l
+		}
+	}
+	for _, f := range strings.Fields(modelsLine) {
+		if k, v, ok := strings.Cut(f, "="); ok && strings.HasPrefix(k, "WEIR_") {
+			t.Setenv(k, v)
+		}
+	}
+	var models bytes.Buffer
+	if err := run(ctx, []string{"models", "list", "--config", config}, &models); err != nil {
+		t.Fatalf("weir models list: %v", err)
+	}
+	for _, want := range []string{"v1", "bootstrap", "v2", "champion", "retrain", "rule score_drift"} {
+		if !strings.Contains(models.String(), want) {
+			t.Errorf("weir models list lacks %q:\n%s", want, models.String())
+		}
+	}
+	var feats bytes.Buffer
+	if err := run(ctx, []string{"features", "get", "card-000042", "--config", config}, &feats); err != nil {
+		t.Fatalf("weir features get: %v", err)
+	}
+	if !strings.Contains(feats.String(), "txn_count_5m") || !strings.Contains(feats.String(), "present") {
+		t.Errorf("weir features get card-000042:\n%s", feats.String())
+	}
+	t.Logf("weir models list:\n%s\nweir features get card-000042:\n%s", models.String(), feats.String())
 }

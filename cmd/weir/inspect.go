@@ -71,7 +71,11 @@ func cmdFeatures(ctx context.Context, args []string, stdout io.Writer) error {
 				continue
 			}
 			et := time.UnixMilli(row.EventTime)
-			fmt.Fprintf(tw, "%s@%s\t%s\t%g\tpresent\t%s\t%s\n", v.Name, v.Version(), f.Name, row.Values[f.Name], et.UTC().Format(time.RFC3339Nano), now.Sub(et).Round(time.Second))
+			age := now.Sub(et).Round(time.Millisecond).String()
+			if now.Before(et) { // a synthetic stream may run ahead of the wall clock
+				age = "ahead by " + et.Sub(now).Round(time.Millisecond).String()
+			}
+			fmt.Fprintf(tw, "%s@%s\t%s\t%g\tpresent\t%s\t%s\n", v.Name, v.Version(), f.Name, row.Values[f.Name], et.UTC().Format(time.RFC3339Nano), age)
 		}
 	}
 	return nil
