@@ -131,6 +131,9 @@ func (t *Task) Process(ctx context.Context, rec *kgo.Record, out []*kgo.Record) 
 	}
 	var m map[string]any
 	if err := t.srcSerde.Decode(ctx, rec.Value, &m); err != nil {
+		if errors.Is(err, schemas.ErrRegistryUnavailable) {
+			return out, streams.Retry(err)
+		}
 		return out, streams.Dead(streams.ReasonUndecodable, err)
 	}
 	src := &t.cfg.Source

@@ -8,9 +8,13 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/hamba/avro/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -27,6 +31,9 @@ type fixture struct {
 	cfg              *config.Config
 	seeds            []string
 	reg              schemas.Registry
+	regServer        *registry.Server
+	regListener      net.Listener
+	regDir           string
 	txn, label, rows *schemas.Serde
 }
 
@@ -55,7 +62,8 @@ func newFixture(t *testing.T, partitions int) *fixture {
 	if err := streams.Provision(ctx, kadm.NewClient(cl), 1, streams.Topics(cfg)); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := registry.Open("")
+	regDir := t.TempDir()
+	srv, err := registry.Open(regDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +77,7 @@ func newFixture(t *testing.T, partitions int) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{cfg: cfg, seeds: seeds, reg: reg}
+	f := &fixture{cfg: cfg, seeds: seeds, reg: reg, regServer: srv, regListener: l, regDir: regDir}
 	mk := func(topic, schema string) *schemas.Serde {
 		s, err := schemas.NewSerde(ctx, reg, schemas.Subject(topic), schemas.MustParse(schema))
 		if err != nil {
@@ -101,7 +109,7 @@ func (f *fixture) produce(t *testing.T, gen loadgen.Config, n, badEvery int) loa
 }
 
 // loop builds the processor loop of the source, as `weir run --role processor` does.
-func (f *fixture) loop(t *testing.T, instance string) *streams.Loop {
+func (f *fixture) loop(t *testing.T, instance string, reg ...prometheus.Registerer) *streams.Loop {
 	t.Helper()
 	src := f.cfg.Sources[0]
 	views := f.cfg.ViewsOf(src.Name)
@@ -122,7 +130,7 @@ func (f *fixture) loop(t *testing.T, instance string) *streams.Loop {
 		Stage: "processor", Group: f.cfg.Topics.Prefix + ".processor." + src.Name,
 		TransactionalID: f.cfg.Topics.Prefix + ".processor." + src.Name + "." + instance,
 		Topics:          []string{src.Topic}, DeadLetterTopic: f.cfg.DeadLetterTopic(), MaxBatch: 2000, Opts: opts,
-	}, task, log, nil)
+	}, task, log, append(reg, nil)[0])
 }
 
 // consume reads topic with read_committed until it holds want records.
@@ -152,12 +160,11 @@ func (f *fixture) consume(t *testing.T, topic string, want int, timeout time.Dur
 }
 
 type srcEvent struct {
-	part      int32
-	offset    int64
-	card      string
-	time      int64
-	amount    float64
-	processed bool
+	part   int32
+	offset int64
+	card   string
+	time   int64
+	amount float64
 }
 
 // oracle recomputes every feature row from the raw topic by brute force: for
@@ -270,4 +277,108 @@ func TestExactlyOnceAcrossRestarts(t *testing.T) {
 		}
 		return
 	}
+}
+
+// TestRegistryOutageRetries produces events under a schema id the processor
+// has not seen (a producer's evolved schema) while the registry is down: the
+// processor must wait and retry, not dead-letter them, and once the registry
+// is back every row must be exact.
+func TestRegistryOutageRetries(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, 2)
+	// A producer's evolved schema: one more field, with a default.
+	evolved := strings.Replace(f.txn.Schema().Text, `{"name": "device_id", "type": "string"},`,
+		`{"name": "device_id", "type": "string"}, {"name": "channel", "type": "string", "default": "web"},`, 1)
+	if evolved == f.txn.Schema().Text {
+		t.Fatal("could not evolve the transaction schema")
+	}
+	evolvedSchema, err := avro.Parse(evolved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := f.reg.Register(ctx, schemas.Subject(f.cfg.Sources[0].Topic), evolved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type evolvedTxn struct {
+		schemas.Transaction
+		Channel string `avro:"channel"`
+	}
+	opts, _ := streams.ClientOpts(f.cfg.Kafka)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	g := loadgen.New(loadgen.Config{Seed: 3, Cards: 50})
+	const n = 2000
+	for range n {
+		tx, _ := g.Next()
+		body, err := avro.Marshal(evolvedSchema, &evolvedTxn{Transaction: tx, Channel: "app"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl.Produce(ctx, &kgo.Record{Topic: f.cfg.Sources[0].Topic, Key: []byte(tx.CardID), Value: append(schemas.AppendHeader(nil, id), body...)}, nil)
+	}
+	if err := cl.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	addr := f.regListener.Addr().String()
+	f.regServer.Close() // the registry goes down, kept-alive connections too
+
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	metrics := prometheus.NewRegistry()
+	go func() { done <- f.loop(t, "a", metrics).Run(rctx) }()
+	time.Sleep(1500 * time.Millisecond) // the processor meets the outage and retries
+	srv, err := registry.Open(f.regDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("registry back on %s: %v", addr, err)
+	}
+	go srv.Serve(l)
+	defer l.Close()
+	rows := f.consume(t, f.cfg.FeaturesTopic("card_activity"), n, time.Minute)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	raw := f.consume(t, f.cfg.Sources[0].Topic, n, 30*time.Second)
+	f.check(t, raw, rows)
+	if aborted := testutil.ToFloat64(counter(t, metrics, "weir_stream_txn_aborted_total")); aborted < 1 {
+		t.Fatalf("no transaction aborted: the processor never met the outage")
+	}
+	dctx, dcancel := context.WithTimeout(ctx, time.Second)
+	defer dcancel()
+	dl, err := kgo.NewClient(append(opts, kgo.ConsumeTopics(f.cfg.DeadLetterTopic()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dl.Close()
+	if recs := dl.PollFetches(dctx).Records(); len(recs) > 0 {
+		t.Fatalf("%d records dead-lettered during a registry outage, first: %s", len(recs), streams.HeaderValue(recs[0], streams.HeaderError))
+	}
+}
+
+// counter returns the one counter named name in reg.
+func counter(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.Metric) == 1 {
+			return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: name}, func() float64 { return mf.Metric[0].GetCounter().GetValue() })
+		}
+	}
+	var names []string
+	for _, mf := range mfs {
+		names = append(names, fmt.Sprintf("%s(%d)", mf.GetName(), len(mf.Metric)))
+	}
+	t.Fatalf("no counter %s in %v", name, names)
+	return nil
 }

@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -50,6 +51,11 @@ func (c SRClient) SchemaByID(ctx context.Context, id int) (string, error) {
 	}
 	return s.Schema, nil
 }
+
+// ErrRegistryUnavailable marks a decode that failed because the registry
+// could not be asked for a writer schema (unreachable, 5xx): unlike an
+// unknown id or a bad body, retrying later may succeed.
+var ErrRegistryUnavailable = errors.New("schema registry unavailable")
 
 // Subject returns the registry subject of a topic's values (TopicNameStrategy).
 func Subject(topic string) string { return topic + "-value" }
@@ -120,7 +126,12 @@ func (s *Serde) writer(ctx context.Context, id int) (avro.Schema, error) {
 	}
 	text, err := s.reg.SchemaByID(ctx, id)
 	if err != nil {
-		return nil, fmt.Errorf("schemas: writer schema of %s: %w", s.schema.Name, err)
+		var re *sr.ResponseError
+		if errors.As(err, &re) && re.StatusCode >= 400 && re.StatusCode < 500 {
+			// The registry answered: it does not know the id.
+			return nil, fmt.Errorf("schemas: writer schema of %s: %w", s.schema.Name, err)
+		}
+		return nil, fmt.Errorf("schemas: writer schema of %s: %w: %w", s.schema.Name, ErrRegistryUnavailable, err)
 	}
 	ws, err := avro.ParseWithCache(text, "", &avro.SchemaCache{})
 	if err != nil {

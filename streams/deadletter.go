@@ -82,3 +82,15 @@ func HeaderValue(r *kgo.Record, key string) string {
 	}
 	return ""
 }
+
+// RetryError is the error a processor returns for a record that failed for a
+// reason that may pass, such as an unreachable dependency: the loop aborts
+// the transaction, waits with backoff, and processes again from the
+// committed offsets. Nothing is dead-lettered and nothing is lost.
+type RetryError struct{ Err error }
+
+func (r *RetryError) Error() string { return "retriable: " + r.Err.Error() }
+func (r *RetryError) Unwrap() error { return r.Err }
+
+// Retry returns a *RetryError wrapping err.
+func Retry(err error) error { return &RetryError{Err: err} }

@@ -32,7 +32,8 @@ type Processor interface {
 	// Process handles one record, appending the records to produce to out;
 	// each must carry its Partition (the loop partitions manually).
 	// A *DeadLetter error sends rec to the dead-letter topic and the loop
-	// goes on; any other error stops the loop. Process must not keep rec.
+	// goes on; a *RetryError aborts the transaction and processes again
+	// after a backoff; any other error stops the loop. Process must not keep rec.
 	Process(ctx context.Context, rec *kgo.Record, out []*kgo.Record) ([]*kgo.Record, error)
 	// Flush appends records for state staged since the last Commit or Abort
 	// (e.g. one changelog record per entity touched) to out.
@@ -115,7 +116,9 @@ func (l *Loop) Run(ctx context.Context) error {
 		kgo.ConsumeTopics(l.cfg.Topics...),
 		kgo.TransactionalID(l.cfg.TransactionalID),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequireStableFetchOffsets(),
+		// No RequireStableFetchOffsets: franz-go now sets RequireStable on
+		// every group offset fetch, so a new member's fetch waits for any
+		// pending transactional offset commit rather than reading past it.
 		kgo.BlockRebalanceOnPoll(),
 		kgo.DisableAutoCommit(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -145,6 +148,7 @@ func (l *Loop) Run(ctx context.Context) error {
 	pprof.SetGoroutineLabels(pprof.WithLabels(ctx, pprof.Labels("role", l.cfg.Stage)))
 
 	var out []*kgo.Record
+	backoff := 100 * time.Millisecond
 	for {
 		fetches := sess.PollRecords(ctx, l.cfg.MaxBatch)
 		if ctx.Err() != nil {
@@ -202,9 +206,28 @@ func (l *Loop) Run(ctx context.Context) error {
 			}
 			produced += len(out)
 		}
+		var retry *RetryError
+		if errors.As(fatal, &retry) {
+			// Abort, rewind to the committed offsets and try again later.
+			if _, err := sess.End(ctx, kgo.TryAbort); err != nil && ctx.Err() == nil {
+				l.log.Warn("abort transaction", "err", err)
+			}
+			l.proc.Abort()
+			l.m.aborted.Inc()
+			sess.AllowRebalance()
+			l.log.Warn("record failed for a reason that may pass; retrying from the committed offsets", "backoff", backoff, "err", fatal)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 10*time.Second)
+			continue
+		}
 		start := time.Now()
 		committed, err := sess.End(ctx, fatal == nil)
 		if committed {
+			backoff = 100 * time.Millisecond
 			l.proc.Commit()
 			l.m.commit.Observe(time.Since(start).Seconds())
 			l.m.in.Add(float64(n))
@@ -255,7 +278,8 @@ func (l *Loop) process(ctx context.Context, fetches kgo.Fetches, out []*kgo.Reco
 			out = append(out, DeadLetterRecord(l.cfg.DeadLetterTopic, rec, d))
 			continue
 		}
-		return out, n, fmt.Errorf("%s: process %s/%d@%d: %w", l.cfg.Stage, rec.Topic, rec.Partition, rec.Offset, err)
+		err = fmt.Errorf("%s: process %s/%d@%d: %w", l.cfg.Stage, rec.Topic, rec.Partition, rec.Offset, err)
+		return out, n, err
 	}
 	return out, n, nil
 }

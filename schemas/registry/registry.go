@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
@@ -35,8 +36,9 @@ type Server struct {
 	reg  *srfake.Registry
 	path string
 
-	mu   sync.Mutex
-	seen map[string]bool // subject/version persisted
+	mu      sync.Mutex
+	seen    map[string]bool // subject/version persisted
+	servers []*http.Server
 }
 
 // Open loads the registry persisted in dir ("" keeps it in memory only).
@@ -176,6 +178,18 @@ func (s *Server) persist(subject string) error {
 	return f.Close()
 }
 
+// Close stops serving: listeners and open connections close at once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for _, srv := range s.servers {
+		errs = append(errs, srv.Close())
+	}
+	s.servers = nil
+	return errors.Join(errs...)
+}
+
 type recorder struct {
 	http.ResponseWriter
 	status int
@@ -186,9 +200,12 @@ func (r *recorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
-// Serve serves the registry on l until it is closed.
+// Serve serves the registry on l until l or the Server is closed.
 func (s *Server) Serve(l net.Listener) error {
-	srv := &http.Server{Handler: s.Handler()}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	s.mu.Lock()
+	s.servers = append(s.servers, srv)
+	s.mu.Unlock()
 	err := srv.Serve(l)
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		return nil
