@@ -1,6 +1,8 @@
 package processors
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -41,10 +43,11 @@ type view struct {
 // Engine computes the views of one source. It holds no state of its own:
 // state lives in a Store, so one Engine serves every partition.
 type Engine struct {
-	fields   []string
-	views    []view
-	retain   int64 // ms of history kept behind an entity's newest event
-	lateness int64
+	fields      []string
+	views       []view
+	retain      int64 // ms of history kept behind an entity's newest event
+	lateness    int64
+	fingerprint uint64 // of what the state depends on: fields, retention
 }
 
 // NewEngine compiles the views of a source. Every view must aggregate by the
@@ -86,6 +89,9 @@ func NewEngine(src config.Source, views []*config.View, entities []config.Entity
 		e.views = append(e.views, cv)
 	}
 	e.retain = maxWindow + e.lateness
+	h := sha256.New()
+	fmt.Fprintf(h, "%q %d", e.fields, e.retain)
+	e.fingerprint = binary.LittleEndian.Uint64(h.Sum(nil))
 	return e, nil
 }
 

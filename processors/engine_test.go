@@ -149,33 +149,92 @@ func fields(t *testing.T, where, s string) map[string]string {
 // corrupt values are refused, never panicking.
 func TestChangelogRoundTrip(t *testing.T) {
 	st := &entityState{maxTime: 1_700_000_000_000, events: []pastEvent{{time: 1_699_999_990_000, vals: []float64{1.5, -2}}, {time: 1_700_000_000_000, vals: []float64{3, 4}}}}
-	b := appendState(nil, st, 2)
-	got, err := decodeState(b, 2)
+	b := appendState(nil, st, 2, 7)
+	got, err := decodeState(b, 2, 7)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if fmt.Sprint(got) != fmt.Sprint(st) {
 		t.Fatalf("round trip: %v, want %v", got, st)
 	}
-	if _, err := decodeState(b, 3); err == nil {
+	if _, err := decodeState(b, 3, 7); err == nil {
 		t.Fatal("accepted a state with another field count")
 	}
+	if _, err := decodeState(b, 2, 8); !errors.Is(err, errOtherDefinition) {
+		t.Fatalf("state of another view definition: %v", err)
+	}
 	for i := range b {
-		if _, err := decodeState(b[:i], 2); err == nil {
+		if _, err := decodeState(b[:i], 2, 7); err == nil {
 			t.Fatalf("accepted a state truncated to %d bytes", i)
 		}
 	}
 }
 
 func FuzzDecodeState(f *testing.F) {
-	f.Add(appendState(nil, &entityState{maxTime: 5, events: []pastEvent{{time: 4, vals: []float64{1}}}}, 1))
+	f.Add(appendState(nil, &entityState{maxTime: 5, events: []pastEvent{{time: 4, vals: []float64{1}}}}, 1, 3))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		st, err := decodeState(b, 1)
+		st, err := decodeState(b, 1, 3)
 		if err != nil {
 			return
 		}
-		if again, err := decodeState(appendState(nil, st, 1), 1); err != nil || len(again.events) != len(st.events) {
+		if again, err := decodeState(appendState(nil, st, 1, 3), 1, 3); err != nil || len(again.events) != len(st.events) {
 			t.Fatalf("re-encoding a decoded state: %v", err)
 		}
 	})
+}
+
+// TestFingerprint checks that what the retained state depends on changes
+// the fingerprint and what it does not (names, TTL) leaves it.
+func TestFingerprint(t *testing.T) {
+	mk := func(window time.Duration, lateness time.Duration, field, name string) uint64 {
+		v := &config.View{Name: "v", Source: "s", Entity: "e", TTL: config.Duration(24 * time.Hour),
+			Features: []config.Feature{{Name: name, Agg: "sum", Field: field, Window: config.Duration(window)}}}
+		e, err := NewEngine(config.Source{Name: "s", Key: "k", Lateness: config.Duration(lateness)}, []*config.View{v}, []config.Entity{{Name: "e", Key: "k"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.fingerprint
+	}
+	base := mk(time.Hour, time.Minute, "amount", "a")
+	if mk(time.Hour, time.Minute, "amount", "renamed") != base {
+		t.Error("renaming a feature changed the state fingerprint")
+	}
+	for name, fp := range map[string]uint64{"window": mk(2*time.Hour, time.Minute, "amount", "a"), "lateness": mk(time.Hour, 2*time.Minute, "amount", "a"), "field": mk(time.Hour, time.Minute, "fee", "a")} {
+		if fp == base {
+			t.Errorf("changing the %s kept the state fingerprint", name)
+		}
+	}
+}
+
+// BenchmarkApply measures one event through the demo view (six features over
+// 5m and 1h windows) for an entity with a realistic retained history.
+func BenchmarkApply(b *testing.B) {
+	cfg, err := config.Load("../deploy/demo/weir.yaml", func(string) string { return "" })
+	if err != nil {
+		b.Fatal(err)
+	}
+	e, err := NewEngine(cfg.Sources[0], cfg.ViewsOf("payments"), cfg.Entities)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := e.NewOutput()
+	vals := []float64{42}
+	keys := make([]string, 1000)
+	states := make([]*entityState, len(keys))
+	for i := range keys {
+		keys[i] = fmt.Sprintf("card-%06d", i)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		k := i % len(keys)
+		// 1000 cards, one event each per 5 s of event time: ~720 per card
+		// per hour, the 1h window holds up to that many.
+		ts := int64(i/len(keys)) * 5000
+		st, err := e.Apply(states[k], ts, vals, out)
+		if err != nil {
+			b.Fatal(err)
+		}
+		states[k] = st
+	}
 }

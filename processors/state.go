@@ -27,11 +27,14 @@ func (s *entityState) clone() *entityState {
 }
 
 // changelogVersion is the first byte of every changelog value.
-const changelogVersion = 1
+const changelogVersion = 2
 
 // appendState encodes s for the changelog; see docs/format/changelog.md.
-func appendState(dst []byte, s *entityState, nfields int) []byte {
+// fp is the engine's fingerprint: state written under another definition
+// of the views is refused on restore.
+func appendState(dst []byte, s *entityState, nfields int, fp uint64) []byte {
 	dst = append(dst, changelogVersion)
+	dst = binary.LittleEndian.AppendUint64(dst, fp)
 	dst = binary.AppendVarint(dst, s.maxTime)
 	dst = binary.AppendUvarint(dst, uint64(nfields))
 	dst = binary.AppendUvarint(dst, uint64(len(s.events)))
@@ -46,12 +49,22 @@ func appendState(dst []byte, s *entityState, nfields int) []byte {
 
 var errCorruptState = errors.New("corrupt changelog state")
 
+// errOtherDefinition is returned for state written under another definition
+// of the source's views.
+var errOtherDefinition = errors.New("changelog state was written for another definition of the views")
+
 // decodeState decodes a changelog value written by appendState.
-func decodeState(b []byte, nfields int) (*entityState, error) {
+func decodeState(b []byte, nfields int, fp uint64) (*entityState, error) {
 	if len(b) == 0 || b[0] != changelogVersion {
 		return nil, fmt.Errorf("%w: unknown version byte", errCorruptState)
 	}
-	b = b[1:]
+	if len(b) < 9 {
+		return nil, fmt.Errorf("%w: fingerprint", errCorruptState)
+	}
+	if got := binary.LittleEndian.Uint64(b[1:9]); got != fp {
+		return nil, fmt.Errorf("%w (fingerprint %016x, the views now %016x): the windows, fields or lateness changed; delete the changelog topic and the processor's consumer group offsets to rebuild from the source, or revert the change", errOtherDefinition, got, fp)
+	}
+	b = b[9:]
 	maxTime, n := binary.Varint(b)
 	if n <= 0 {
 		return nil, fmt.Errorf("%w: max time", errCorruptState)
@@ -62,7 +75,7 @@ func decodeState(b []byte, nfields int) (*entityState, error) {
 		return nil, fmt.Errorf("%w: field count", errCorruptState)
 	}
 	if int(nf) != nfields {
-		return nil, fmt.Errorf("%w: %d fields, the views need %d (the view definition changed: reset the changelog)", errCorruptState, nf, nfields)
+		return nil, fmt.Errorf("%w: %d fields, the views need %d", errCorruptState, nf, nfields)
 	}
 	b = b[n:]
 	ne, n := binary.Uvarint(b)

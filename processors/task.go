@@ -225,7 +225,7 @@ func (t *Task) Flush(out []*kgo.Record) []*kgo.Record {
 	n := len(t.eng.Fields())
 	for part, p := range t.parts {
 		for key, st := range p.staged {
-			out = append(out, &kgo.Record{Topic: t.cfg.ChangelogTopic, Partition: part, Key: []byte(key), Value: appendState(nil, st, n)})
+			out = append(out, &kgo.Record{Topic: t.cfg.ChangelogTopic, Partition: part, Key: []byte(key), Value: appendState(nil, st, n, t.eng.fingerprint)})
 		}
 	}
 	return out
@@ -353,7 +353,7 @@ func (t *Task) restore(ctx context.Context, parts []int32) (map[int32]*partition
 				// markers end transactions; nothing to apply
 			} else if len(r.Value) == 0 {
 				delete(out[r.Partition].committed, string(r.Key))
-			} else if st, err := decodeState(r.Value, n); err != nil {
+			} else if st, err := decodeState(r.Value, n, t.eng.fingerprint); err != nil {
 				derr = fmt.Errorf("restore: %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, err)
 			} else {
 				out[r.Partition].committed[string(r.Key)] = st

@@ -23,10 +23,18 @@ func (e *Env) Processor(ctx context.Context, src config.Source, hooks ...process
 	if err != nil {
 		return nil, fmt.Errorf("processor %s: %w", src.Name, err)
 	}
-	// All views share one feature-row schema; any view's topic names it.
-	rowSerde, err := e.Serde(ctx, topics[0], schemas.FeatureRowSchema)
-	if err != nil {
-		return nil, fmt.Errorf("processor %s: %w", src.Name, err)
+	// All views share one feature-row schema, registered under every view
+	// topic's subject (a real registry checks compatibility per subject);
+	// the id is the same, so one serde encodes for all.
+	var rowSerde *schemas.Serde
+	for _, topic := range topics {
+		s, err := e.Serde(ctx, topic, schemas.FeatureRowSchema)
+		if err != nil {
+			return nil, fmt.Errorf("processor %s: %w", src.Name, err)
+		}
+		if rowSerde == nil {
+			rowSerde = s
+		}
 	}
 	task, err := processors.NewTask(processors.TaskConfig{
 		Source: src, Views: views, Entities: e.Cfg.Entities, FeatureTopics: topics,
