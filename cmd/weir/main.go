@@ -33,6 +33,7 @@ var commands = map[string]command{
 	"features": {"read the online store: weir features get <entity>", cmdFeatures},
 	"models":   {"show the model registry: weir models list", cmdModels},
 	"doctor":   {"check that Kafka, the registry, Redis and ClickHouse answer", cmdDoctor},
+	"registry": {"serve a persisted Confluent-compatible schema registry", cmdRegistry},
 }
 
 func main() {

@@ -75,7 +75,7 @@ func (e *Env) Build(ctx context.Context, names []string, monitorHooks ...monitor
 			for _, m := range e.Cfg.Models {
 				if m.Source == src.Name {
 					if _, ok := models.Champion(m.Name); !ok {
-						return fail(fmt.Errorf("model %s: %w: register one (`weir dev` bootstraps v1) before starting the processor", m.Name, ErrNoChampion))
+						return fail(fmt.Errorf("model %s: %w: register one (`weir dev` bootstraps v1, and so does `weir run --bootstrap-rows N`) before starting the processor", m.Name, ErrNoChampion))
 					}
 				}
 			}
