@@ -1,11 +1,13 @@
 package processors
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -31,7 +33,8 @@ type Event struct {
 
 // EventHook is called for every accepted event after its features are
 // computed, inside the same transaction; it may append records to out (the
-// scorer appends a prediction). It must not keep ev.
+// scorer appends a prediction). It must not keep ev or its rows, which are
+// reused for the next event.
 type EventHook func(ctx context.Context, ev *Event, out []*kgo.Record) ([]*kgo.Record, error)
 
 // TaskConfig configures a Task.
@@ -64,6 +67,11 @@ type Task struct {
 
 	vals []float64
 	outs [][]float64
+	rows []*schemas.FeatureRow // one per view, reused for every event
+	buf  []byte
+
+	projFields []string // key, event time, id, then the engine's fields
+	proj       []schemas.Value
 
 	entities        prometheus.Gauge
 	restoreRecords  prometheus.Counter
@@ -104,6 +112,19 @@ func NewTask(cfg TaskConfig, srcSerde, rowSerde *schemas.Serde, log *slog.Logger
 		restoreRecords:  prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_processor_restore_records_total", Help: "Changelog records read while restoring state.", ConstLabels: l}),
 		restoreDuration: prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_processor_restore_seconds_total", Help: "Time spent restoring state from the changelog.", ConstLabels: l}),
 	}
+	t.projFields = append([]string{cfg.Source.Key, cfg.Source.EventTime, cfg.Source.IDField}, eng.Fields()...)
+	t.proj = make([]schemas.Value, len(t.projFields))
+	if rowSerde.Schema().Name != schemas.FeatureRowSchema {
+		return nil, fmt.Errorf("processors: feature rows need the %s schema, got %s", schemas.FeatureRowSchema, rowSerde.Schema().Name)
+	}
+	for vi := range eng.NumViews() {
+		name, version, feats := eng.View(vi)
+		row := &schemas.FeatureRow{View: name, ViewVersion: version, Values: make([]schemas.FeatureValue, len(feats))}
+		for fi, fn := range feats {
+			row.Values[fi].Name = fn
+		}
+		t.rows = append(t.rows, row)
+	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{t.entities, t.restoreRecords, t.restoreDuration} {
 			if err := reg.Register(c); err != nil {
@@ -129,36 +150,36 @@ func (t *Task) Process(ctx context.Context, rec *kgo.Record, out []*kgo.Record) 
 	if len(rec.Key) == 0 {
 		return out, streams.Dead(streams.ReasonMissingKey, errors.New("record has no key"))
 	}
-	var m map[string]any
-	if err := t.srcSerde.Decode(ctx, rec.Value, &m); err != nil {
+	vals := t.proj
+	if err := t.srcSerde.Project(ctx, rec.Value, t.projFields, vals); err != nil {
 		if errors.Is(err, schemas.ErrRegistryUnavailable) {
 			return out, streams.Retry(err)
 		}
 		return out, streams.Dead(streams.ReasonUndecodable, err)
 	}
 	src := &t.cfg.Source
-	key, _ := m[src.Key].(string)
-	if key == "" {
-		return out, streams.Dead(streams.ReasonMissingKey, fmt.Errorf("key field %q is empty", src.Key))
+	if vals[0].Kind != schemas.KindBytes || len(vals[0].Bytes) == 0 {
+		return out, streams.Dead(streams.ReasonMissingKey, fmt.Errorf("key field %q is empty or not a string", src.Key))
 	}
-	if key != string(rec.Key) {
-		return out, streams.Dead(streams.ReasonKeyMismatch, fmt.Errorf("record key %q, field %s %q", rec.Key, src.Key, key))
+	if !bytes.Equal(vals[0].Bytes, rec.Key) {
+		return out, streams.Dead(streams.ReasonKeyMismatch, fmt.Errorf("record key %q, field %s %q", rec.Key, src.Key, vals[0].Bytes))
 	}
-	ts, ok := millis(m[src.EventTime])
-	if !ok {
+	if vals[1].Kind != schemas.KindLong {
 		return out, streams.Dead(streams.ReasonUndecodable, fmt.Errorf("event time field %q is missing or not a timestamp", src.EventTime))
 	}
+	ts := vals[1].Long
 	if err := t.checkTime(p, ts); err != nil {
 		return out, streams.Dead(streams.ReasonAbsurdTime, err)
 	}
 	for i, f := range t.eng.Fields() {
-		v, ok := number(m[f])
+		v, ok := vals[3+i].Float()
 		if !ok {
 			return out, streams.Dead(streams.ReasonUndecodable, fmt.Errorf("field %q is missing or not a number", f))
 		}
 		t.vals[i] = v
 	}
-	id, _ := m[src.IDField].(string)
+	key := string(rec.Key)
+	id := string(vals[2].Bytes)
 
 	st, ok := p.staged[key]
 	if !ok {
@@ -176,24 +197,18 @@ func (t *Task) Process(ctx context.Context, rec *kgo.Record, out []*kgo.Record) 
 	p.staged[key] = st
 	p.stagedWM = max(p.stagedWM, ts)
 
-	ev := Event{Key: key, ID: id, Time: ts, Partition: rec.Partition, Offset: rec.Offset, Rows: make([]*schemas.FeatureRow, len(t.outs))}
+	// The rows are the task's, reused for every event: hooks must not keep them.
+	ev := Event{Key: key, ID: id, Time: ts, Partition: rec.Partition, Offset: rec.Offset, Rows: t.rows}
 	known := t.now().UnixMilli()
-	for vi := range t.outs {
-		name, version, feats := t.eng.View(vi)
-		row := &schemas.FeatureRow{
-			Entity: key, View: name, ViewVersion: version, EventTime: ts, KnownTime: known,
-			SourceTopic: rec.Topic, SourcePartition: rec.Partition, SourceOffset: rec.Offset, EventID: id,
-			Values: make([]schemas.FeatureValue, len(feats)),
+	keyBytes := rec.Key
+	for vi, row := range t.rows {
+		row.Entity, row.EventTime, row.KnownTime = key, ts, known
+		row.SourceTopic, row.SourcePartition, row.SourceOffset, row.EventID = rec.Topic, rec.Partition, rec.Offset, id
+		for fi := range row.Values {
+			row.Values[fi].Value = t.outs[vi][fi]
 		}
-		for fi, fn := range feats {
-			row.Values[fi] = schemas.FeatureValue{Name: fn, Value: t.outs[vi][fi]}
-		}
-		b, err := t.rowSerde.Encode(row)
-		if err != nil {
-			return out, err
-		}
-		out = append(out, &kgo.Record{Topic: t.cfg.FeatureTopics[vi], Partition: rec.Partition, Key: []byte(key), Value: b})
-		ev.Rows[vi] = row
+		t.buf = schemas.AppendFeatureRow(t.rowSerde.AppendHeader(t.buf[:0]), row)
+		out = append(out, &kgo.Record{Topic: t.cfg.FeatureTopics[vi], Partition: rec.Partition, Key: keyBytes, Value: slices.Clone(t.buf)})
 	}
 	for _, h := range t.hooks {
 		if out, err = h(ctx, &ev, out); err != nil {
@@ -373,35 +388,4 @@ func (t *Task) restore(ctx context.Context, parts []int32) (map[int32]*partition
 		}
 	}
 	return out, records, nil
-}
-
-// millis converts a decoded Avro timestamp (long or timestamp-millis) to ms.
-func millis(v any) (int64, bool) {
-	switch x := v.(type) {
-	case time.Time:
-		return x.UnixMilli(), true
-	case int64:
-		return x, true
-	case int32:
-		return int64(x), true
-	case int:
-		return int64(x), true
-	}
-	return 0, false
-}
-
-func number(v any) (float64, bool) {
-	switch x := v.(type) {
-	case float64:
-		return x, true
-	case float32:
-		return float64(x), true
-	case int64:
-		return float64(x), true
-	case int32:
-		return float64(x), true
-	case int:
-		return float64(x), true
-	}
-	return 0, false
 }

@@ -69,8 +69,14 @@ type Serde struct {
 	id     int
 	reg    Registry
 
-	mu      sync.RWMutex
-	writers map[int]avro.Schema // schema id -> schema to decode with (resolved)
+	mu         sync.RWMutex
+	writers    map[int]avro.Schema // schema id -> schema to decode with (resolved)
+	projectors map[projKey]*Projector
+}
+
+type projKey struct {
+	id     int
+	fields string
 }
 
 // NewSerde registers schema under subject and returns a Serde for it.
@@ -117,6 +123,79 @@ func (s *Serde) Decode(ctx context.Context, b []byte, v any) error {
 	return nil
 }
 
+// Project decodes only the named top-level fields of a framed value into
+// out, whatever schema id it was written with (a projector is compiled once
+// per id). Values of string fields alias b.
+func (s *Serde) Project(ctx context.Context, b []byte, fields []string, out []Value) error {
+	id, body, err := SplitHeader(b)
+	if err != nil {
+		return err
+	}
+	key := projKey{id, fieldsKey(fields)}
+	s.mu.RLock()
+	p := s.projectors[key]
+	s.mu.RUnlock()
+	if p == nil {
+		if p, err = s.projector(ctx, id, fields, key); err != nil {
+			return err
+		}
+	}
+	if err := p.Project(body, out); err != nil {
+		return fmt.Errorf("schemas: decode %s (schema id %d): %w", s.schema.Name, id, err)
+	}
+	return nil
+}
+
+func fieldsKey(fields []string) string {
+	n := 0
+	for _, f := range fields {
+		n += len(f) + 1
+	}
+	b := make([]byte, 0, n)
+	for _, f := range fields {
+		b = append(append(b, f...), 0)
+	}
+	return string(b)
+}
+
+func (s *Serde) projector(ctx context.Context, id int, fields []string, key projKey) (*Projector, error) {
+	var w avro.Schema = s.schema.Avro
+	if id != s.id {
+		text, err := s.writerText(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if w, err = avro.ParseWithCache(text, "", &avro.SchemaCache{}); err != nil {
+			return nil, fmt.Errorf("schemas: parse writer schema id %d: %w", id, err)
+		}
+	}
+	p, err := NewProjector(w, s.schema.Avro, fields)
+	if err != nil {
+		return nil, fmt.Errorf("schemas: %s under schema id %d: %w", s.schema.Name, id, err)
+	}
+	s.mu.Lock()
+	if s.projectors == nil {
+		s.projectors = map[projKey]*Projector{}
+	}
+	s.projectors[key] = p
+	s.mu.Unlock()
+	return p, nil
+}
+
+// writerText asks the registry for a writer schema.
+func (s *Serde) writerText(ctx context.Context, id int) (string, error) {
+	text, err := s.reg.SchemaByID(ctx, id)
+	if err != nil {
+		var re *sr.ResponseError
+		if errors.As(err, &re) && re.StatusCode >= 400 && re.StatusCode < 500 {
+			// The registry answered: it does not know the id.
+			return "", fmt.Errorf("schemas: writer schema of %s: %w", s.schema.Name, err)
+		}
+		return "", fmt.Errorf("schemas: writer schema of %s: %w: %w", s.schema.Name, ErrRegistryUnavailable, err)
+	}
+	return text, nil
+}
+
 func (s *Serde) writer(ctx context.Context, id int) (avro.Schema, error) {
 	s.mu.RLock()
 	w, ok := s.writers[id]
@@ -124,14 +203,9 @@ func (s *Serde) writer(ctx context.Context, id int) (avro.Schema, error) {
 	if ok {
 		return w, nil
 	}
-	text, err := s.reg.SchemaByID(ctx, id)
+	text, err := s.writerText(ctx, id)
 	if err != nil {
-		var re *sr.ResponseError
-		if errors.As(err, &re) && re.StatusCode >= 400 && re.StatusCode < 500 {
-			// The registry answered: it does not know the id.
-			return nil, fmt.Errorf("schemas: writer schema of %s: %w", s.schema.Name, err)
-		}
-		return nil, fmt.Errorf("schemas: writer schema of %s: %w: %w", s.schema.Name, ErrRegistryUnavailable, err)
+		return nil, err
 	}
 	ws, err := avro.ParseWithCache(text, "", &avro.SchemaCache{})
 	if err != nil {

@@ -82,10 +82,7 @@ func (e *Env) ScorerHooks(ctx context.Context, src config.Source, models *regist
 			if !ok {
 				return out, fmt.Errorf("scorer %s: no champion model loaded (register one: `weir dev` bootstraps v1)", m.Name)
 			}
-			b, err := serde.Encode(&p)
-			if err != nil {
-				return out, err
-			}
+			b := schemas.AppendPrediction(serde.AppendHeader(make([]byte, 0, 128+48*len(p.Features))), &p)
 			return append(out, &kgo.Record{Topic: topic, Partition: ev.Partition, Key: []byte(ev.Key), Value: b}), nil
 		})
 	}
