@@ -24,7 +24,7 @@ func TestAppendMatchesHamba(t *testing.T) {
 		case 0:
 			return math.Inf(1)
 		case 1:
-			return -0.0
+			return math.Copysign(0, -1)
 		default:
 			return r.NormFloat64() * 1e6
 		}
