@@ -9,7 +9,10 @@
 // source's allowed lateness. It is staged per transaction (Commit makes it
 // permanent, Abort drops it) and restored on partition assignment from the
 // compacted changelog topic, read with read_committed up to its last stable
-// offset. The changelog record format is in docs/format/changelog.md.
+// offset. The changelog record format is in docs/format/changelog.md. An
+// entity is forgotten (a changelog tombstone) once its newest event is older
+// than the longest view TTL behind its partition's watermark; an event that
+// arrives for it after that starts from empty state.
 //
 // Bad input is returned as *streams.DeadLetter (undecodable, missing key, key
 // mismatch, absurd timestamp, late) and dead-lettered by the loop.
@@ -17,6 +20,7 @@
 // Metrics:
 //
 //	weir_processor_entities{source}              entities held in state
+//	weir_processor_entities_expired_total{source} entities dropped a TTL after their newest event
 //	weir_processor_restore_records_total{source} changelog records restored
 //	weir_processor_restore_seconds_total{source} time spent restoring
 package processors

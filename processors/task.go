@@ -73,7 +73,10 @@ type Task struct {
 	projFields []string // key, event time, id, then the engine's fields
 	proj       []schemas.Value
 
+	ttl int64 // ms: entities expire this long after their newest event
+
 	entities        prometheus.Gauge
+	expired         prometheus.Counter
 	restoreRecords  prometheus.Counter
 	restoreDuration prometheus.Counter
 }
@@ -83,9 +86,12 @@ var _ streams.Processor = (*Task)(nil)
 // partition is the state of one assigned source partition.
 type partition struct {
 	committed map[string]*entityState
-	staged    map[string]*entityState
-	watermark int64 // greatest accepted event time, committed
+	staged    map[string]*entityState // nil: the entity expired in this transaction
+	watermark int64                   // greatest accepted event time, committed
 	stagedWM  int64
+	swept     int64 // watermark at the last sweep for expired entities
+	// stagedSwept is the watermark of a sweep in this transaction.
+	stagedSwept int64
 }
 
 // NewTask returns a task; srcSerde decodes source values, rowSerde encodes
@@ -111,6 +117,10 @@ func NewTask(cfg TaskConfig, srcSerde, rowSerde *schemas.Serde, log *slog.Logger
 		entities:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_processor_entities", Help: "Entities held in processor state.", ConstLabels: l}),
 		restoreRecords:  prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_processor_restore_records_total", Help: "Changelog records read while restoring state.", ConstLabels: l}),
 		restoreDuration: prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_processor_restore_seconds_total", Help: "Time spent restoring state from the changelog.", ConstLabels: l}),
+		expired:         prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_processor_entities_expired_total", Help: "Entities dropped from state a TTL after their newest event.", ConstLabels: l}),
+	}
+	for _, v := range cfg.Views {
+		t.ttl = max(t.ttl, v.TTL.D().Milliseconds())
 	}
 	t.projFields = append([]string{cfg.Source.Key, cfg.Source.EventTime, cfg.Source.IDField}, eng.Fields()...)
 	t.proj = make([]schemas.Value, len(t.projFields))
@@ -126,7 +136,7 @@ func NewTask(cfg TaskConfig, srcSerde, rowSerde *schemas.Serde, log *slog.Logger
 		t.rows = append(t.rows, row)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{t.entities, t.restoreRecords, t.restoreDuration} {
+		for _, c := range []prometheus.Collector{t.entities, t.expired, t.restoreRecords, t.restoreDuration} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("processors: register metrics: %w", err)
 			}
@@ -239,11 +249,37 @@ func (t *Task) checkTime(p *partition, ts int64) error {
 func (t *Task) Flush(out []*kgo.Record) []*kgo.Record {
 	n := len(t.eng.Fields())
 	for part, p := range t.parts {
+		t.expire(p)
 		for key, st := range p.staged {
-			out = append(out, &kgo.Record{Topic: t.cfg.ChangelogTopic, Partition: part, Key: []byte(key), Value: appendState(nil, st, n, t.eng.fingerprint)})
+			rec := &kgo.Record{Topic: t.cfg.ChangelogTopic, Partition: part, Key: []byte(key)}
+			if st != nil { // nil: expired, written as a tombstone
+				rec.Value = appendState(nil, st, n, t.eng.fingerprint)
+			}
+			out = append(out, rec)
 		}
 	}
 	return out
+}
+
+// sweepEvery is how much the partition watermark advances between sweeps
+// for expired entities.
+const sweepEvery = time.Minute
+
+// expire stages the removal of entities whose newest event is older than
+// the views' TTL behind the partition watermark (event time). An event that
+// arrives for such an entity later starts from empty state.
+func (t *Task) expire(p *partition) {
+	wm := max(p.watermark, p.stagedWM)
+	if t.ttl <= 0 || wm-p.swept < sweepEvery.Milliseconds() {
+		return
+	}
+	horizon := wm - t.ttl
+	for key, st := range p.committed {
+		if _, touched := p.staged[key]; !touched && st.maxTime < horizon {
+			p.staged[key] = nil
+		}
+	}
+	p.stagedSwept = wm
 }
 
 // Commit implements streams.Processor.
@@ -251,10 +287,16 @@ func (t *Task) Commit() {
 	var n int
 	for _, p := range t.parts {
 		for k, st := range p.staged {
+			if st == nil {
+				delete(p.committed, k)
+				t.expired.Inc()
+				continue
+			}
 			p.committed[k] = st
 		}
 		clear(p.staged)
 		p.watermark = max(p.watermark, p.stagedWM)
+		p.swept = max(p.swept, p.stagedSwept)
 		n += len(p.committed)
 	}
 	t.entities.Set(float64(n))
@@ -265,6 +307,7 @@ func (t *Task) Abort() {
 	for _, p := range t.parts {
 		clear(p.staged)
 		p.stagedWM = p.watermark
+		p.stagedSwept = p.swept
 	}
 }
 

@@ -2,10 +2,12 @@ package processors
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -20,39 +22,7 @@ import (
 // the changelog records of a 1000-record transaction.
 func BenchmarkProcess(b *testing.B) {
 	ctx := context.Background()
-	srv, err := registry.Open("")
-	if err != nil {
-		b.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	go srv.Serve(l)
-	reg, err := schemas.NewSRClient("http://" + l.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg, err := config.Load("../deploy/demo/weir.yaml", func(string) string { return "" })
-	if err != nil {
-		b.Fatal(err)
-	}
-	src := cfg.Sources[0]
-	txn, err := schemas.NewSerde(ctx, reg, "t-value", schemas.MustParse(schemas.TransactionSchema))
-	if err != nil {
-		b.Fatal(err)
-	}
-	rows, err := schemas.NewSerde(ctx, reg, "f-value", schemas.MustParse(schemas.FeatureRowSchema))
-	if err != nil {
-		b.Fatal(err)
-	}
-	task, err := NewTask(TaskConfig{Source: src, Views: cfg.ViewsOf(src.Name), Entities: cfg.Entities,
-		FeatureTopics: []string{"f"}, ChangelogTopic: "c"}, txn, rows, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	task.parts[0] = &partition{committed: map[string]*entityState{}, staged: map[string]*entityState{}}
+	task, txn, src := newMemTask(b)
 	g := loadgen.New(loadgen.Config{Seed: 1, Cards: 20000})
 	recs := make([]*kgo.Record, 100000)
 	for i := range recs {
@@ -64,6 +34,7 @@ func BenchmarkProcess(b *testing.B) {
 		recs[i] = &kgo.Record{Topic: src.Topic, Key: []byte(tx.CardID), Value: v, Offset: int64(i)}
 	}
 	var out []*kgo.Record
+	var err error
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -78,5 +49,111 @@ func BenchmarkProcess(b *testing.B) {
 			out = task.Flush(out[:0])
 			task.Commit()
 		}
+	}
+}
+
+// newMemTask returns a task of the demo source with partition 0 assigned
+// and empty, without Kafka (a real registry serves its schemas).
+func newMemTask(tb testing.TB) (*Task, *schemas.Serde, config.Source) {
+	tb.Helper()
+	ctx := context.Background()
+	srv, err := registry.Open("")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { srv.Close(); l.Close() })
+	go srv.Serve(l)
+	reg, err := schemas.NewSRClient("http://" + l.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg, err := config.Load("../deploy/demo/weir.yaml", func(string) string { return "" })
+	if err != nil {
+		tb.Fatal(err)
+	}
+	src := cfg.Sources[0]
+	txn, err := schemas.NewSerde(ctx, reg, "t-value", schemas.MustParse(schemas.TransactionSchema))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	rows, err := schemas.NewSerde(ctx, reg, "f-value", schemas.MustParse(schemas.FeatureRowSchema))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	task, err := NewTask(TaskConfig{Source: src, Views: cfg.ViewsOf(src.Name), Entities: cfg.Entities,
+		FeatureTopics: []string{"f"}, ChangelogTopic: "c"}, txn, rows, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	task.parts[0] = &partition{committed: map[string]*entityState{}, staged: map[string]*entityState{}}
+	return task, txn, src
+}
+
+// TestEntityExpiry checks that an entity is forgotten, with a changelog
+// tombstone, once the partition's watermark is a TTL past its newest event,
+// that an abort undoes the expiry, and that a later event starts afresh.
+func TestEntityExpiry(t *testing.T) {
+	ctx := context.Background()
+	task, txn, src := newMemTask(t)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	ttl := (24 * time.Hour).Milliseconds()
+	send := func(card string, ts int64, offset int64) *kgo.Record {
+		t.Helper()
+		v, err := txn.Encode(&schemas.Transaction{TxnID: fmt.Sprint("t", offset), CardID: card, Amount: 10, EventTime: ts})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := task.Process(ctx, &kgo.Record{Topic: src.Topic, Key: []byte(card), Value: v, Offset: offset}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out[0]
+	}
+	tombstones := func(recs []*kgo.Record) []string {
+		var keys []string
+		for _, r := range recs {
+			if r.Topic == "c" && r.Value == nil {
+				keys = append(keys, string(r.Key))
+			}
+		}
+		return keys
+	}
+	send("a", t0, 0)
+	send("a", t0+1000, 1)
+	task.Flush(nil)
+	task.Commit()
+	send("b", t0+ttl+2*time.Minute.Milliseconds(), 2)
+	if got := tombstones(task.Flush(nil)); fmt.Sprint(got) != "[a]" {
+		t.Fatalf("tombstones %v, want [a]", got)
+	}
+	task.Abort() // the transaction failed: a is still there
+	if task.parts[0].committed["a"] == nil {
+		t.Fatal("an aborted expiry removed the entity")
+	}
+	send("b", t0+ttl+2*time.Minute.Milliseconds(), 2)
+	if got := tombstones(task.Flush(nil)); fmt.Sprint(got) != "[a]" {
+		t.Fatalf("after the retry, tombstones %v, want [a]", got)
+	}
+	task.Commit()
+	if _, ok := task.parts[0].committed["a"]; ok || len(task.parts[0].committed) != 1 {
+		t.Fatalf("state after expiry holds %d entities, a present: %v", len(task.parts[0].committed), ok)
+	}
+	// a comes back: its windows start empty.
+	rec := send("a", t0+ttl+3*time.Minute.Milliseconds(), 3)
+	var row schemas.FeatureRow
+	if err := task.rowSerde.Decode(ctx, rec.Value, &row); err != nil {
+		t.Fatal(err)
+	}
+	if row.Values[0].Name != "txn_count_5m" || row.Values[0].Value != 1 {
+		t.Fatalf("returning entity's first row %+v, want a count of 1", row.Values)
+	}
+	// No new sweep within a minute of event time.
+	send("c", t0+ttl+3*time.Minute.Milliseconds()+1000, 4)
+	if got := tombstones(task.Flush(nil)); len(got) != 0 {
+		t.Fatalf("swept again within a minute: %v", got)
 	}
 }
