@@ -24,9 +24,13 @@ const (
 	aggMin
 	aggMax
 	aggLast
+	aggVariance
+	aggStddev
+	aggTimeSinceLast
 )
 
-var aggKinds = map[string]aggKind{"count": aggCount, "sum": aggSum, "mean": aggMean, "min": aggMin, "max": aggMax, "last": aggLast}
+var aggKinds = map[string]aggKind{"count": aggCount, "sum": aggSum, "mean": aggMean, "min": aggMin, "max": aggMax, "last": aggLast,
+	"variance": aggVariance, "stddev": aggStddev, "time_since_last": aggTimeSinceLast}
 
 type feature struct {
 	name   string
@@ -74,7 +78,7 @@ func NewEngine(src config.Source, views []*config.View, entities []config.Entity
 				return nil, fmt.Errorf("processors: view %s feature %s: unknown aggregation %q", v.Name, f.Name, f.Agg)
 			}
 			cf := feature{name: f.Name, agg: k, field: -1, window: f.Window.D().Milliseconds()}
-			if k != aggCount {
+			if k != aggCount && k != aggTimeSinceLast {
 				i, ok := fieldIdx[f.Field]
 				if !ok {
 					i = len(e.fields)
@@ -126,9 +130,10 @@ func (e *Engine) NewOutput() [][]float64 {
 // writes every view's features as of the event into out. It returns the new
 // state, or ErrLate, leaving st unchanged.
 func (e *Engine) Apply(st *entityState, t int64, vals []float64, out [][]float64) (*entityState, error) {
+	prev := int64(math.MinInt64) // the entity's newest event before this one
 	if st == nil {
 		st = &entityState{maxTime: math.MinInt64}
-	} else if t < st.maxTime-e.lateness {
+	} else if prev = st.maxTime; t < st.maxTime-e.lateness {
 		return st, fmt.Errorf("%w: %s behind the entity's newest event (allowed %s)", ErrLate,
 			time.Duration(st.maxTime-t)*time.Millisecond, time.Duration(e.lateness)*time.Millisecond)
 	}
@@ -146,10 +151,33 @@ func (e *Engine) Apply(st *entityState, t int64, vals []float64, out [][]float64
 
 	for vi, v := range e.views {
 		for fi, f := range v.features {
+			if f.agg == aggTimeSinceLast {
+				out[vi][fi] = timeSinceLast(st.events, prev, t)
+				continue
+			}
 			out[vi][fi] = aggregate(st.events, f, t)
 		}
 	}
 	return st, nil
+}
+
+// timeSinceLast is the time in ms from the entity's newest earlier event (at
+// or before t, processed before this one) to t; NaN for its first event.
+func timeSinceLast(events []pastEvent, prev, t int64) float64 {
+	if prev != math.MinInt64 && prev <= t {
+		return float64(t - prev)
+	}
+	// Out of order: the newest retained earlier event at or before t.
+	best := int64(math.MinInt64)
+	for _, ev := range events[:len(events)-1] {
+		if ev.time <= t {
+			best = max(best, ev.time)
+		}
+	}
+	if best == math.MinInt64 {
+		return math.NaN()
+	}
+	return float64(t - best)
 }
 
 // aggregate computes f over the events in (t-window, t]. The newest event,
@@ -160,7 +188,7 @@ func aggregate(events []pastEvent, f feature, t int64) float64 {
 	}
 	lo := t - f.window
 	var n int
-	var sum float64
+	var sum, mean, m2 float64 // m2: Welford's sum of squared deviations
 	mn, mx := math.Inf(1), math.Inf(-1)
 	for i := range events {
 		ev := &events[i]
@@ -173,6 +201,9 @@ func aggregate(events []pastEvent, f feature, t int64) float64 {
 			sum += x
 			mn = min(mn, x)
 			mx = max(mx, x)
+			d := x - mean
+			mean += d / float64(n)
+			m2 += d * (x - mean)
 		}
 	}
 	switch f.agg {
@@ -186,6 +217,10 @@ func aggregate(events []pastEvent, f feature, t int64) float64 {
 		return mn
 	case aggMax:
 		return mx
+	case aggVariance: // population variance of the window's values
+		return m2 / float64(n)
+	case aggStddev:
+		return math.Sqrt(m2 / float64(n))
 	}
 	panic("processors: unhandled aggregation")
 }

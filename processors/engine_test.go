@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -123,7 +124,7 @@ func runScript(t *testing.T, file string) {
 					t.Fatalf("%s: expect lacks %s", where, n)
 				}
 				wv, _ := strconv.ParseFloat(w, 64)
-				if got := out[0][i]; got != wv {
+				if got := out[0][i]; got != wv && !(math.IsNaN(got) && math.IsNaN(wv)) && math.Abs(got-wv) > 1e-12*math.Abs(wv) {
 					t.Errorf("%s: %s = %v, want %v", where, n, got, wv)
 				}
 			}

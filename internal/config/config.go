@@ -124,16 +124,19 @@ type View struct {
 }
 
 // Feature is one aggregation over a sliding event-time window ending at each
-// event: (t-window, t]. Only "last" may omit the window (the event's own value).
+// event: (t-window, t]. Only "last" and "time_since_last" take no window.
 type Feature struct {
-	Name   string   `yaml:"name"`
-	Agg    string   `yaml:"agg"` // count, sum, mean, min, max, last
+	Name string `yaml:"name"`
+	// Agg is count, sum, mean, min, max, variance or stddev (population)
+	// over the window; last (the event's own value) or time_since_last (ms
+	// since the entity's previous event, NaN for its first) take no window.
+	Agg    string   `yaml:"agg"`
 	Field  string   `yaml:"field"`
 	Window Duration `yaml:"window"`
 }
 
 // Aggregations a feature may use.
-var Aggregations = []string{"count", "sum", "mean", "min", "max", "last"}
+var Aggregations = []string{"count", "sum", "mean", "min", "max", "last", "variance", "stddev", "time_since_last"}
 
 // Model is a scored model.
 type Model struct {

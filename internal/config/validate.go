@@ -88,11 +88,15 @@ func (c *Config) Validate() error {
 			if !slices.Contains(Aggregations, ft.Agg) {
 				bad(ff+".agg", "unknown aggregation %q (one of %s)", ft.Agg, strings.Join(Aggregations, ", "))
 			}
-			if ft.Agg != "count" && ft.Field == "" {
+			windowless := ft.Agg == "last" || ft.Agg == "time_since_last"
+			if ft.Agg != "count" && ft.Agg != "time_since_last" && ft.Field == "" {
 				bad(ff+".field", "is required for agg %q", ft.Agg)
 			}
-			if ft.Window < 0 || (ft.Window == 0 && ft.Agg != "last") {
-				bad(ff+".window", "must be a positive duration for agg %q (only last may omit it)", ft.Agg)
+			if ft.Window < 0 || (ft.Window == 0 && !windowless) {
+				bad(ff+".window", "must be a positive duration for agg %q (only last and time_since_last take none)", ft.Agg)
+			}
+			if windowless && ft.Window != 0 {
+				bad(ff+".window", "agg %q takes no window", ft.Agg)
 			}
 			if ft.Window.D() > v.TTL.D() {
 				bad(ff+".window", "%s is longer than the view's ttl %s", ft.Window.D(), v.TTL.D())
