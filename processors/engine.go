@@ -35,8 +35,9 @@ var aggKinds = map[string]aggKind{"count": aggCount, "sum": aggSum, "mean": aggM
 type feature struct {
 	name   string
 	agg    aggKind
-	field  int   // index into Engine.fields; -1 for count
+	field  int   // index into the event's values; -1 for count
 	window int64 // ms
+	flag   int   // index of the where-filter's flag in the event's values; -1: none
 }
 
 type view struct {
@@ -48,6 +49,7 @@ type view struct {
 // state lives in a Store, so one Engine serves every partition.
 type Engine struct {
 	fields      []string
+	filters     []*config.Filter // an event's values are fields, then one 0/1 flag per filter
 	views       []view
 	retain      int64 // ms of history kept behind an entity's newest event
 	lateness    int64
@@ -60,6 +62,7 @@ type Engine struct {
 func NewEngine(src config.Source, views []*config.View, entities []config.Entity) (*Engine, error) {
 	e := &Engine{lateness: src.Lateness.D().Milliseconds()}
 	fieldIdx := map[string]int{}
+	filterIdx := map[string]int{}
 	var maxWindow int64
 	for _, v := range views {
 		key := ""
@@ -77,7 +80,17 @@ func NewEngine(src config.Source, views []*config.View, entities []config.Entity
 			if !ok {
 				return nil, fmt.Errorf("processors: view %s feature %s: unknown aggregation %q", v.Name, f.Name, f.Agg)
 			}
-			cf := feature{name: f.Name, agg: k, field: -1, window: f.Window.D().Milliseconds()}
+			cf := feature{name: f.Name, agg: k, field: -1, window: f.Window.D().Milliseconds(), flag: -1}
+			if f.Where != nil {
+				canon := f.Where.String()
+				i, ok := filterIdx[canon]
+				if !ok {
+					i = len(e.filters)
+					filterIdx[canon] = i
+					e.filters = append(e.filters, f.Where)
+				}
+				cf.flag = i // made relative to the fields below
+			}
 			if k != aggCount && k != aggTimeSinceLast {
 				i, ok := fieldIdx[f.Field]
 				if !ok {
@@ -93,15 +106,33 @@ func NewEngine(src config.Source, views []*config.View, entities []config.Entity
 		e.views = append(e.views, cv)
 	}
 	e.retain = maxWindow + e.lateness
+	for vi := range e.views {
+		for fi := range e.views[vi].features {
+			if f := &e.views[vi].features[fi]; f.flag >= 0 {
+				f.flag += len(e.fields)
+			}
+		}
+	}
 	h := sha256.New()
 	fmt.Fprintf(h, "%q %d", e.fields, e.retain)
+	for _, f := range e.filters {
+		fmt.Fprintf(h, " where %s", f)
+	}
 	e.fingerprint = binary.LittleEndian.Uint64(h.Sum(nil))
 	return e, nil
 }
 
 // Fields are the numeric source fields the views read, in the order Apply
-// expects their values.
+// expects their values; the filters' flags follow them.
 func (e *Engine) Fields() []string { return e.fields }
+
+// Filters are the distinct where-clauses of the views: Apply expects, after
+// the fields' values, one value per filter, 1 when the event passes it and 0
+// when not.
+func (e *Engine) Filters() []*config.Filter { return e.filters }
+
+// NumValues is how many values Apply expects per event.
+func (e *Engine) NumValues() int { return len(e.fields) + len(e.filters) }
 
 // NumViews is the number of views computed.
 func (e *Engine) NumViews() int { return len(e.views) }
@@ -184,7 +215,17 @@ func timeSinceLast(events []pastEvent, prev, t int64) float64 {
 // the one being processed, is always last in events.
 func aggregate(events []pastEvent, f feature, t int64) float64 {
 	if f.agg == aggLast {
-		return events[len(events)-1].vals[f.field]
+		if f.flag < 0 {
+			return events[len(events)-1].vals[f.field]
+		}
+		// The newest event at or before t that passes the filter.
+		best, v := int64(math.MinInt64), math.NaN()
+		for i := len(events) - 1; i >= 0; i-- {
+			if ev := &events[i]; ev.vals[f.flag] != 0 && ev.time <= t && ev.time > best {
+				best, v = ev.time, ev.vals[f.field]
+			}
+		}
+		return v
 	}
 	lo := t - f.window
 	var n int
@@ -192,7 +233,7 @@ func aggregate(events []pastEvent, f feature, t int64) float64 {
 	mn, mx := math.Inf(1), math.Inf(-1)
 	for i := range events {
 		ev := &events[i]
-		if ev.time <= lo || ev.time > t {
+		if ev.time <= lo || ev.time > t || (f.flag >= 0 && ev.vals[f.flag] == 0) {
 			continue
 		}
 		n++
@@ -212,10 +253,16 @@ func aggregate(events []pastEvent, f feature, t int64) float64 {
 	case aggSum:
 		return sum
 	case aggMean:
-		return sum / float64(n) // n >= 1: the event itself is in its window
+		return sum / float64(n) // NaN when a filter left the window empty
 	case aggMin:
+		if n == 0 {
+			return math.NaN() // a filter left the window empty
+		}
 		return mn
 	case aggMax:
+		if n == 0 {
+			return math.NaN()
+		}
 		return mx
 	case aggVariance: // population variance of the window's values
 		return m2 / float64(n)

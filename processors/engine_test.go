@@ -14,9 +14,10 @@ import (
 	"time"
 
 	"github.com/weirhq/weir/internal/config"
+	"github.com/weirhq/weir/schemas"
 )
 
-var featRE = regexp.MustCompile(`^(\w+)=(\w+)(?:\((\w+)\))?(?:/(\w+))?$`)
+var featRE = regexp.MustCompile(`^(\w+)=(\w+)(?:\((\w+)\))?(?:/(\w+))?(?:\[(\w+)(==|!=|<=|>=|<|>)([^\]]+)\])?$`)
 
 // TestWindowScripts runs testdata/*.txt: a "# view:" line declares features
 // as name=agg(field)/window, "send k= ts= field=" applies an event and
@@ -74,6 +75,13 @@ func runScript(t *testing.T, file string) {
 					}
 					ft.Window = config.Duration(d)
 				}
+				if m[5] != "" {
+					var v any = m[7]
+					if x, err := strconv.ParseFloat(m[7], 64); err == nil {
+						v = x
+					}
+					ft.Where = &config.Filter{Field: m[5], Op: m[6], Value: v}
+				}
 				v.Features = append(v.Features, ft)
 				names = append(names, ft.Name)
 			}
@@ -94,11 +102,24 @@ func runScript(t *testing.T, file string) {
 				t.Fatalf("%s: ts: %v", where, err)
 			}
 			at := day.Add(time.Duration(ts.Hour())*time.Hour + time.Duration(ts.Minute())*time.Minute + time.Duration(ts.Second())*time.Second + time.Duration(ts.Nanosecond()))
-			vals := make([]float64, len(eng.Fields()))
+			vals := make([]float64, eng.NumValues())
 			for i, fn := range eng.Fields() {
 				vals[i], err = strconv.ParseFloat(kv[fn], 64)
 				if err != nil {
 					t.Fatalf("%s: field %s: %v", where, fn, err)
+				}
+			}
+			for i, f := range eng.Filters() {
+				v := schemas.Value{Kind: schemas.KindBytes, Bytes: []byte(kv[f.Field])}
+				if x, err := strconv.ParseFloat(kv[f.Field], 64); err == nil {
+					v = schemas.Value{Kind: schemas.KindDouble, Double: x}
+				}
+				pass, err := holds(f, v)
+				if err != nil {
+					t.Fatalf("%s: %v", where, err)
+				}
+				if pass {
+					vals[len(eng.Fields())+i] = 1
 				}
 			}
 			var st *entityState

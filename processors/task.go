@@ -70,8 +70,10 @@ type Task struct {
 	rows []*schemas.FeatureRow // one per view, reused for every event
 	buf  []byte
 
-	projFields []string // key, event time, id, then the engine's fields
+	projFields []string // key, event time, id, then the other source fields read
 	proj       []schemas.Value
+	fieldPos   []int // where each engine field's value is in proj
+	filterPos  []int // where each filter's field's value is in proj
 
 	ttl int64 // ms: entities expire this long after their newest event
 
@@ -112,7 +114,7 @@ func NewTask(cfg TaskConfig, srcSerde, rowSerde *schemas.Serde, log *slog.Logger
 	t := &Task{
 		cfg: cfg, eng: eng, srcSerde: srcSerde, rowSerde: rowSerde, hooks: hooks, log: log, now: now,
 		parts:           map[int32]*partition{},
-		vals:            make([]float64, len(eng.Fields())),
+		vals:            make([]float64, eng.NumValues()),
 		outs:            eng.NewOutput(),
 		entities:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_processor_entities", Help: "Entities held in processor state.", ConstLabels: l}),
 		restoreRecords:  prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_processor_restore_records_total", Help: "Changelog records read while restoring state.", ConstLabels: l}),
@@ -122,7 +124,24 @@ func NewTask(cfg TaskConfig, srcSerde, rowSerde *schemas.Serde, log *slog.Logger
 	for _, v := range cfg.Views {
 		t.ttl = max(t.ttl, v.TTL.D().Milliseconds())
 	}
-	t.projFields = append([]string{cfg.Source.Key, cfg.Source.EventTime, cfg.Source.IDField}, eng.Fields()...)
+	// Project each source field once: a field may be aggregated and filtered on.
+	pos := func(name string) int {
+		if i := slices.Index(t.projFields, name); i >= 0 {
+			return i
+		}
+		t.projFields = append(t.projFields, name)
+		return len(t.projFields) - 1
+	}
+	t.projFields = []string{cfg.Source.Key, cfg.Source.EventTime, cfg.Source.IDField}
+	if cfg.Source.Key == cfg.Source.EventTime || cfg.Source.Key == cfg.Source.IDField || cfg.Source.EventTime == cfg.Source.IDField {
+		return nil, fmt.Errorf("processors: source %s: key, event_time and id must be three different fields", cfg.Source.Name)
+	}
+	for _, f := range eng.Fields() {
+		t.fieldPos = append(t.fieldPos, pos(f))
+	}
+	for _, f := range eng.Filters() {
+		t.filterPos = append(t.filterPos, pos(f.Field))
+	}
 	t.proj = make([]schemas.Value, len(t.projFields))
 	if rowSerde.Schema().Name != schemas.FeatureRowSchema {
 		return nil, fmt.Errorf("processors: feature rows need the %s schema, got %s", schemas.FeatureRowSchema, rowSerde.Schema().Name)
@@ -181,12 +200,23 @@ func (t *Task) Process(ctx context.Context, rec *kgo.Record, out []*kgo.Record) 
 	if err := t.checkTime(p, ts); err != nil {
 		return out, streams.Dead(streams.ReasonAbsurdTime, err)
 	}
+	nf := len(t.eng.Fields())
 	for i, f := range t.eng.Fields() {
-		v, ok := vals[3+i].Float()
+		v, ok := vals[t.fieldPos[i]].Float()
 		if !ok {
 			return out, streams.Dead(streams.ReasonUndecodable, fmt.Errorf("field %q is missing or not a number", f))
 		}
 		t.vals[i] = v
+	}
+	for i, f := range t.eng.Filters() {
+		pass, err := holds(f, vals[t.filterPos[i]])
+		if err != nil {
+			return out, streams.Dead(streams.ReasonUndecodable, err)
+		}
+		t.vals[nf+i] = 0
+		if pass {
+			t.vals[nf+i] = 1
+		}
 	}
 	key := string(rec.Key)
 	id := string(vals[2].Bytes)
@@ -247,7 +277,7 @@ func (t *Task) checkTime(p *partition, ts int64) error {
 // changed in the transaction, keyed by entity, on the source partition's
 // changelog partition.
 func (t *Task) Flush(out []*kgo.Record) []*kgo.Record {
-	n := len(t.eng.Fields())
+	n := t.eng.NumValues()
 	for part, p := range t.parts {
 		t.expire(p)
 		for key, st := range p.staged {
@@ -388,7 +418,7 @@ func (t *Task) restore(ctx context.Context, parts []int32) (map[int32]*partition
 		return nil, 0, fmt.Errorf("restore: consumer: %w", err)
 	}
 	defer rc.Close()
-	n := len(t.eng.Fields())
+	n := t.eng.NumValues()
 	records := 0
 	lastLog := time.Now()
 	for len(want) > 0 {
@@ -431,4 +461,43 @@ func (t *Task) restore(ctx context.Context, parts []int32) (map[int32]*partition
 		}
 	}
 	return out, records, nil
+}
+
+// holds evaluates a where-filter on a projected source value.
+func holds(f *config.Filter, v schemas.Value) (bool, error) {
+	switch want := f.Value.(type) {
+	case string:
+		if v.Kind != schemas.KindBytes {
+			return false, fmt.Errorf("where: field %q is not a string", f.Field)
+		}
+		eq := string(v.Bytes) == want
+		return eq == (f.Op == "=="), nil
+	default:
+		x, ok := v.Float()
+		if !ok {
+			return false, fmt.Errorf("where: field %q is not a number", f.Field)
+		}
+		var c float64
+		switch w := want.(type) {
+		case int:
+			c = float64(w)
+		case float64:
+			c = w
+		}
+		switch f.Op {
+		case "==":
+			return x == c, nil
+		case "!=":
+			return x != c, nil
+		case "<":
+			return x < c, nil
+		case "<=":
+			return x <= c, nil
+		case ">":
+			return x > c, nil
+		case ">=":
+			return x >= c, nil
+		}
+		return false, fmt.Errorf("where: unknown comparison %q", f.Op)
+	}
 }

@@ -55,6 +55,10 @@ func BenchmarkProcess(b *testing.B) {
 // newMemTask returns a task of the demo source with partition 0 assigned
 // and empty, without Kafka (a real registry serves its schemas).
 func newMemTask(tb testing.TB) (*Task, *schemas.Serde, config.Source) {
+	return newMemTaskFrom(tb, "../deploy/demo/weir.yaml")
+}
+
+func newMemTaskFrom(tb testing.TB, path string) (*Task, *schemas.Serde, config.Source) {
 	tb.Helper()
 	ctx := context.Background()
 	srv, err := registry.Open("")
@@ -71,7 +75,7 @@ func newMemTask(tb testing.TB) (*Task, *schemas.Serde, config.Source) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cfg, err := config.Load("../deploy/demo/weir.yaml", func(string) string { return "" })
+	cfg, err := config.Load(path, func(string) string { return "" })
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -155,5 +159,38 @@ func TestEntityExpiry(t *testing.T) {
 	send("c", t0+ttl+3*time.Minute.Milliseconds()+1000, 4)
 	if got := tombstones(task.Flush(nil)); len(got) != 0 {
 		t.Fatalf("swept again within a minute: %v", got)
+	}
+}
+
+// TestWhereThroughTask checks filters on the task's decode path: a string
+// field and a numeric field of the source, projected and compared.
+func TestWhereThroughTask(t *testing.T) {
+	ctx := context.Background()
+	task, txn, src := newMemTaskFrom(t, "../internal/config/testdata/where.good.yaml")
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	var row schemas.FeatureRow
+	for i, tx := range []schemas.Transaction{
+		{TxnID: "1", CardID: "c", Country: "GB", Amount: 600, EventTime: t0},
+		{TxnID: "2", CardID: "c", Country: "FR", Amount: 20, EventTime: t0 + 1000},
+		{TxnID: "3", CardID: "c", Country: "NG", Amount: 700, EventTime: t0 + 2000},
+	} {
+		v, err := txn.Encode(&tx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := task.Process(ctx, &kgo.Record{Topic: src.Topic, Key: []byte("c"), Value: v, Offset: int64(i)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := task.rowSerde.Decode(ctx, out[0].Value, &row); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[string]float64{}
+	for _, v := range row.Values {
+		got[v.Name] = v.Value
+	}
+	if got["txn_count_1h"] != 3 || got["foreign_count_1h"] != 2 || got["big_count_1h"] != 2 {
+		t.Fatalf("features after GB 600, FR 20, NG 700: %v", got)
 	}
 }

@@ -66,6 +66,9 @@ func NewProjector(writer, reader avro.Schema, fields []string) (*Projector, erro
 	}
 	want := map[string]int{}
 	for i, f := range fields {
+		if _, dup := want[f]; dup {
+			return nil, fmt.Errorf("schemas: projector: field %q is asked for twice", f)
+		}
 		want[f] = i
 	}
 	p := &Projector{n: len(fields)}

@@ -133,7 +133,23 @@ type Feature struct {
 	Agg    string   `yaml:"agg"`
 	Field  string   `yaml:"field"`
 	Window Duration `yaml:"window"`
+	// Where, if set, aggregates only the events it holds for.
+	Where *Filter `yaml:"where"`
 }
+
+// Filter compares one source field with a constant: a string field with
+// == or !=, a numeric field with ==, !=, <, <=, > or >=.
+type Filter struct {
+	Field string `yaml:"field"`
+	Op    string `yaml:"op"`
+	Value any    `yaml:"value"`
+}
+
+// String is the filter in a canonical form, e.g. country != "GB".
+func (f *Filter) String() string { return fmt.Sprintf("%s %s %#v", f.Field, f.Op, f.Value) }
+
+// FilterOps are the comparisons a filter may use.
+var FilterOps = []string{"==", "!=", "<", "<=", ">", ">="}
 
 // Aggregations a feature may use.
 var Aggregations = []string{"count", "sum", "mean", "min", "max", "last", "variance", "stddev", "time_since_last"}
@@ -462,6 +478,9 @@ func (v *View) Version() string {
 	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", v.Name, v.Source, v.Entity)
 	for _, f := range v.Features {
 		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%d\x00", f.Name, f.Agg, f.Field, f.Window)
+		if f.Where != nil {
+			fmt.Fprintf(h, "where %s\x00", f.Where)
+		}
 	}
 	return "v" + hex.EncodeToString(h.Sum(nil))[:8]
 }

@@ -98,6 +98,25 @@ func (c *Config) Validate() error {
 			if windowless && ft.Window != 0 {
 				bad(ff+".window", "agg %q takes no window", ft.Agg)
 			}
+			if w := ft.Where; w != nil {
+				switch {
+				case w.Field == "":
+					bad(ff+".where.field", "is required")
+				case !slices.Contains(FilterOps, w.Op):
+					bad(ff+".where.op", "unknown comparison %q (one of %s)", w.Op, strings.Join(FilterOps, " "))
+				case ft.Agg == "time_since_last":
+					bad(ff+".where", "time_since_last takes no filter")
+				}
+				switch w.Value.(type) {
+				case string:
+					if w.Op != "==" && w.Op != "!=" {
+						bad(ff+".where.op", "%q compares numbers; a string value takes == or !=", w.Op)
+					}
+				case int, float64:
+				default:
+					bad(ff+".where.value", "must be a string or a number, got %v", w.Value)
+				}
+			}
 			if ft.Window.D() > v.TTL.D() {
 				bad(ff+".window", "%s is longer than the view's ttl %s", ft.Window.D(), v.TTL.D())
 			}

@@ -69,6 +69,9 @@ func SyntheticTrainingSet(cfg *config.Config, src config.Source, m config.Model,
 		}
 	}
 	fields := eng.Fields()
+	if len(eng.Filters()) > 0 {
+		return nil, nil, nil, fmt.Errorf("the synthetic history cannot evaluate where-filters; register v1 another way")
+	}
 	for _, f := range fields {
 		if f != "amount" {
 			return nil, nil, nil, fmt.Errorf("synthetic history has no field %q (only amount)", f)
