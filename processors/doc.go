@@ -21,6 +21,8 @@
 //
 //	weir_processor_entities{source}              entities held in state
 //	weir_processor_entities_expired_total{source} entities dropped a TTL after their newest event
+//	weir_processor_rows_total{source,view}       feature rows emitted
+//	weir_processor_watermark_seconds{source,partition} greatest committed event time
 //	weir_processor_restore_records_total{source} changelog records restored
 //	weir_processor_restore_seconds_total{source} time spent restoring
 package processors

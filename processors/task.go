@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -79,6 +80,8 @@ type Task struct {
 
 	entities        prometheus.Gauge
 	expired         prometheus.Counter
+	rowsOut         []prometheus.Counter // by view
+	watermark       *prometheus.GaugeVec // by partition: event time, Unix seconds
 	restoreRecords  prometheus.Counter
 	restoreDuration prometheus.Counter
 }
@@ -124,6 +127,11 @@ func NewTask(cfg TaskConfig, srcSerde, rowSerde *schemas.Serde, log *slog.Logger
 	for _, v := range cfg.Views {
 		t.ttl = max(t.ttl, v.TTL.D().Milliseconds())
 	}
+	rows := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_processor_rows_total", Help: "Feature rows emitted (staged; a transaction abort replays them).", ConstLabels: l}, []string{"view"})
+	for _, v := range cfg.Views {
+		t.rowsOut = append(t.rowsOut, rows.WithLabelValues(v.Name))
+	}
+	t.watermark = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "weir_processor_watermark_seconds", Help: "Greatest committed event time of the source partition (Unix seconds); time() minus it is the watermark delay.", ConstLabels: l}, []string{"partition"})
 	// Project each source field once: a field may be aggregated and filtered on.
 	pos := func(name string) int {
 		if i := slices.Index(t.projFields, name); i >= 0 {
@@ -155,7 +163,7 @@ func NewTask(cfg TaskConfig, srcSerde, rowSerde *schemas.Serde, log *slog.Logger
 		t.rows = append(t.rows, row)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{t.entities, t.expired, t.restoreRecords, t.restoreDuration} {
+		for _, c := range []prometheus.Collector{t.entities, t.expired, t.restoreRecords, t.restoreDuration, rows, t.watermark} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("processors: register metrics: %w", err)
 			}
@@ -249,6 +257,7 @@ func (t *Task) Process(ctx context.Context, rec *kgo.Record, out []*kgo.Record) 
 		}
 		t.buf = schemas.AppendFeatureRow(t.rowSerde.AppendHeader(t.buf[:0]), row)
 		out = append(out, &kgo.Record{Topic: t.cfg.FeatureTopics[vi], Partition: rec.Partition, Key: keyBytes, Value: slices.Clone(t.buf)})
+		t.rowsOut[vi].Inc()
 	}
 	for _, h := range t.hooks {
 		if out, err = h(ctx, &ev, out); err != nil {
@@ -329,6 +338,9 @@ func (t *Task) Commit() {
 		p.swept = max(p.swept, p.stagedSwept)
 		n += len(p.committed)
 	}
+	for part, p := range t.parts {
+		t.watermark.WithLabelValues(strconv.Itoa(int(part))).Set(float64(p.watermark) / 1000)
+	}
 	t.entities.Set(float64(n))
 }
 
@@ -347,6 +359,7 @@ func (t *Task) Revoked(m map[string][]int32) {
 	defer t.mu.Unlock()
 	for _, part := range m[t.cfg.Source.Topic] {
 		delete(t.parts, part)
+		t.watermark.DeleteLabelValues(strconv.Itoa(int(part)))
 	}
 }
 

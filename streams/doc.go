@@ -11,4 +11,5 @@
 //	weir_stream_deadletter_total{stage,reason} records dead-lettered
 //	weir_stream_txn_commit_seconds{stage}      transaction commit latency
 //	weir_stream_txn_aborted_total{stage}       aborted transactions
+//	weir_stream_consumer_lag{stage,topic,partition} records behind the high watermark, as of the last fetch
 package streams

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/pprof"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -76,6 +77,7 @@ type loopMetrics struct {
 	in, out, aborted prometheus.Counter
 	dead             *prometheus.CounterVec
 	commit           prometheus.Observer
+	lag              *prometheus.GaugeVec // by topic, partition
 }
 
 // NewLoop returns a loop; reg may be nil.
@@ -92,8 +94,9 @@ func NewLoop(cfg LoopConfig, proc Processor, log *slog.Logger, reg prometheus.Re
 	ab := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_stream_txn_aborted_total", Help: "Transactions aborted (rebalance or produce failure)."}, []string{"stage"})
 	dead := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_stream_deadletter_total", Help: "Records sent to the dead-letter topic, by reason."}, []string{"stage", "reason"})
 	commit := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "weir_stream_txn_commit_seconds", Help: "Time to end a transaction with a commit.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}, []string{"stage"})
+	lag := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "weir_stream_consumer_lag", Help: "Records between the last one fetched and the partition's high watermark, as of the last fetch."}, []string{"stage", "topic", "partition"})
 	if reg != nil {
-		for _, c := range []prometheus.Collector{in, out, ab, dead, commit} {
+		for _, c := range []prometheus.Collector{in, out, ab, dead, commit, lag} {
 			if err := reg.Register(c); err != nil {
 				var are prometheus.AlreadyRegisteredError
 				if !errors.As(err, &are) {
@@ -104,7 +107,7 @@ func NewLoop(cfg LoopConfig, proc Processor, log *slog.Logger, reg prometheus.Re
 	}
 	return &Loop{cfg: cfg, proc: proc, log: log.With("stage", cfg.Stage), m: loopMetrics{
 		in: in.With(l), out: out.With(l), aborted: ab.With(l), commit: commit.With(l),
-		dead: dead.MustCurryWith(l),
+		dead: dead.MustCurryWith(l), lag: lag.MustCurryWith(l),
 	}}
 }
 
@@ -263,6 +266,11 @@ func (l *Loop) process(ctx context.Context, fetches kgo.Fetches, out []*kgo.Reco
 			return
 		}
 		l.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
+	})
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if n := len(p.Records); n > 0 {
+			l.m.lag.WithLabelValues(p.Topic, strconv.Itoa(int(p.Partition))).Set(float64(p.HighWatermark - p.Records[n-1].Offset - 1))
+		}
 	})
 	iter := fetches.RecordIter()
 	for !iter.Done() {

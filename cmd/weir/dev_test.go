@@ -137,7 +137,8 @@ func checkMetrics(t *testing.T, url string) {
 		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
 	}
 	for _, name := range []string{"weir_stream_records_in_total", "weir_stream_deadletter_total", "weir_processor_entities",
-		"weir_materialize_rows_written_total", "weir_monitor_psi", "weir_monitor_alerts_firing", "weir_scoring_predictions_total"} {
+		"weir_materialize_rows_written_total", "weir_monitor_psi", "weir_monitor_alerts_firing", "weir_scoring_predictions_total",
+		"weir_stream_consumer_lag", "weir_processor_watermark_seconds", "weir_processor_rows_total"} {
 		if !strings.Contains(string(body), "\n"+name) {
 			t.Errorf("/metrics lacks %s", name)
 		}
