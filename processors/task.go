@@ -72,6 +72,7 @@ type Task struct {
 	buf  []byte
 
 	projFields []string // key, event time, id, then the other source fields read
+	projection *schemas.Projection
 	proj       []schemas.Value
 	fieldPos   []int // where each engine field's value is in proj
 	filterPos  []int // where each filter's field's value is in proj
@@ -151,6 +152,7 @@ func NewTask(cfg TaskConfig, srcSerde, rowSerde *schemas.Serde, log *slog.Logger
 		t.filterPos = append(t.filterPos, pos(f.Field))
 	}
 	t.proj = make([]schemas.Value, len(t.projFields))
+	t.projection = srcSerde.Projection(t.projFields)
 	if rowSerde.Schema().Name != schemas.FeatureRowSchema {
 		return nil, fmt.Errorf("processors: feature rows need the %s schema, got %s", schemas.FeatureRowSchema, rowSerde.Schema().Name)
 	}
@@ -188,7 +190,7 @@ func (t *Task) Process(ctx context.Context, rec *kgo.Record, out []*kgo.Record) 
 		return out, streams.Dead(streams.ReasonMissingKey, errors.New("record has no key"))
 	}
 	vals := t.proj
-	if err := t.srcSerde.Project(ctx, rec.Value, t.projFields, vals); err != nil {
+	if err := t.projection.Project(ctx, rec.Value, vals); err != nil {
 		if errors.Is(err, schemas.ErrRegistryUnavailable) {
 			return out, streams.Retry(err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/hamba/avro/v2"
@@ -123,15 +124,37 @@ func (s *Serde) Decode(ctx context.Context, b []byte, v any) error {
 	return nil
 }
 
+// Projection decodes only some top-level fields of framed values, whatever
+// schema id they were written with (a projector is compiled once per id).
+type Projection struct {
+	s      *Serde
+	fields []string
+	key    string
+}
+
+// Projection returns a projection of the named fields.
+func (s *Serde) Projection(fields []string) *Projection {
+	return &Projection{s: s, fields: slices.Clone(fields), key: fieldsKey(fields)}
+}
+
+// Project decodes the projection's fields of a framed value into out, in
+// the order they were named. Values of string fields alias b.
+func (p *Projection) Project(ctx context.Context, b []byte, out []Value) error {
+	return p.s.project(ctx, b, p.fields, p.key, out)
+}
+
 // Project decodes only the named top-level fields of a framed value into
-// out, whatever schema id it was written with (a projector is compiled once
-// per id). Values of string fields alias b.
+// out; a Projection avoids the per-call work of naming them.
 func (s *Serde) Project(ctx context.Context, b []byte, fields []string, out []Value) error {
+	return s.project(ctx, b, fields, fieldsKey(fields), out)
+}
+
+func (s *Serde) project(ctx context.Context, b []byte, fields []string, fkey string, out []Value) error {
 	id, body, err := SplitHeader(b)
 	if err != nil {
 		return err
 	}
-	key := projKey{id, fieldsKey(fields)}
+	key := projKey{id, fkey}
 	s.mu.RLock()
 	p := s.projectors[key]
 	s.mu.RUnlock()
