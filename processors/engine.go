@@ -72,7 +72,7 @@ func NewEngine(src config.Source, views []*config.View, entities []config.Entity
 			}
 		}
 		if key != src.Key {
-			return nil, fmt.Errorf("processors: view %s: entity %s is keyed by %q but source %s is keyed by %q; views of other entities need a repartition, which is not supported yet", v.Name, v.Entity, key, src.Name, src.Key)
+			return nil, fmt.Errorf("processors: view %s: entity %s is keyed by %q but source %s is keyed by %q: compute it from the source's repartition by %s (see Rekey)", v.Name, v.Entity, key, src.Name, src.Key, key)
 		}
 		cv := view{name: v.Name, version: v.Version()}
 		for _, f := range v.Features {

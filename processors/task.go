@@ -45,6 +45,8 @@ type TaskConfig struct {
 	Entities       []config.Entity
 	FeatureTopics  []string // per view, in view order
 	ChangelogTopic string
+	// Repartitions forward accepted events to other entities' views.
+	Repartitions []Repartition
 	// Opts are base client options used to read the changelog on restore.
 	Opts []kgo.Opt
 	// Now is the wall clock (for max_future checks); nil means time.Now.
@@ -76,6 +78,7 @@ type Task struct {
 	proj       []schemas.Value
 	fieldPos   []int // where each engine field's value is in proj
 	filterPos  []int // where each filter's field's value is in proj
+	repartPos  []int // where each repartition's key is in proj
 
 	ttl int64 // ms: entities expire this long after their newest event
 
@@ -101,7 +104,8 @@ type partition struct {
 }
 
 // NewTask returns a task; srcSerde decodes source values, rowSerde encodes
-// feature rows. reg may be nil.
+// feature rows (nil when there are no views: a task may only run hooks).
+// reg may be nil.
 func NewTask(cfg TaskConfig, srcSerde, rowSerde *schemas.Serde, log *slog.Logger, reg prometheus.Registerer, hooks ...EventHook) (*Task, error) {
 	eng, err := NewEngine(cfg.Source, cfg.Views, cfg.Entities)
 	if err != nil {
@@ -151,10 +155,19 @@ func NewTask(cfg TaskConfig, srcSerde, rowSerde *schemas.Serde, log *slog.Logger
 	for _, f := range eng.Filters() {
 		t.filterPos = append(t.filterPos, pos(f.Field))
 	}
+	for _, r := range cfg.Repartitions {
+		if r.Partitions < 1 {
+			return nil, fmt.Errorf("processors: repartition to %s: %d partitions", r.Topic, r.Partitions)
+		}
+		t.repartPos = append(t.repartPos, pos(r.Field))
+	}
+	if _, err := schemas.NewProjector(srcSerde.Schema().Avro, srcSerde.Schema().Avro, t.projFields); err != nil {
+		return nil, fmt.Errorf("processors: source %s (schema %s): %w", cfg.Source.Name, srcSerde.Schema().Name, err)
+	}
 	t.proj = make([]schemas.Value, len(t.projFields))
 	t.projection = srcSerde.Projection(t.projFields)
-	if rowSerde.Schema().Name != schemas.FeatureRowSchema {
-		return nil, fmt.Errorf("processors: feature rows need the %s schema, got %s", schemas.FeatureRowSchema, rowSerde.Schema().Name)
+	if eng.NumViews() > 0 && (rowSerde == nil || rowSerde.Schema().Name != schemas.FeatureRowSchema) {
+		return nil, fmt.Errorf("processors: feature rows need a serde of the %s schema", schemas.FeatureRowSchema)
 	}
 	for vi := range eng.NumViews() {
 		name, version, feats := eng.View(vi)
@@ -202,6 +215,11 @@ func (t *Task) Process(ctx context.Context, rec *kgo.Record, out []*kgo.Record) 
 	}
 	if !bytes.Equal(vals[0].Bytes, rec.Key) {
 		return out, streams.Dead(streams.ReasonKeyMismatch, fmt.Errorf("record key %q, field %s %q", rec.Key, src.Key, vals[0].Bytes))
+	}
+	for i, r := range t.cfg.Repartitions {
+		if v := vals[t.repartPos[i]]; v.Kind != schemas.KindBytes || len(v.Bytes) == 0 {
+			return out, streams.Dead(streams.ReasonMissingKey, fmt.Errorf("entity key field %q is empty or not a string", r.Field))
+		}
 	}
 	if vals[1].Kind != schemas.KindLong {
 		return out, streams.Dead(streams.ReasonUndecodable, fmt.Errorf("event time field %q is missing or not a timestamp", src.EventTime))
@@ -260,6 +278,10 @@ func (t *Task) Process(ctx context.Context, rec *kgo.Record, out []*kgo.Record) 
 		t.buf = schemas.AppendFeatureRow(t.rowSerde.AppendHeader(t.buf[:0]), row)
 		out = append(out, &kgo.Record{Topic: t.cfg.FeatureTopics[vi], Partition: rec.Partition, Key: keyBytes, Value: slices.Clone(t.buf)})
 		t.rowsOut[vi].Inc()
+	}
+	for i, r := range t.cfg.Repartitions {
+		k := slices.Clone(vals[t.repartPos[i]].Bytes)
+		out = append(out, &kgo.Record{Topic: r.Topic, Partition: Partition(k, r.Partitions), Key: k, Value: rec.Value, Headers: rec.Headers})
 	}
 	for _, h := range t.hooks {
 		if out, err = h(ctx, &ev, out); err != nil {

@@ -37,7 +37,7 @@ type fixture struct {
 	txn, label, rows *schemas.Serde
 }
 
-func newFixture(t *testing.T, partitions int) *fixture {
+func newFixture(t *testing.T, partitions int, mutate ...func(*config.Config)) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	seeds, _ := testenv.Kafka(t)
@@ -50,6 +50,9 @@ func newFixture(t *testing.T, partitions int) *fixture {
 	cfg.Topics.Partitions = partitions
 	cfg.Sources[0].Topic = testenv.Name("payments")
 	cfg.Labels.Topic = testenv.Name("labels")
+	for _, m := range mutate {
+		m(cfg)
+	}
 	opts, err := streams.ClientOpts(cfg.Kafka)
 	if err != nil {
 		t.Fatal(err)
@@ -435,4 +438,124 @@ func TestScaleOutAndIn(t *testing.T) {
 	}
 	raw := f.consume(t, f.cfg.Sources[0].Topic, produced, 30*time.Second)
 	f.check(t, raw, rows)
+}
+
+// TestRepartitionedEntity computes a merchant view from a source keyed by
+// card: the source's task forwards its accepted events, re-keyed by
+// merchant, in its transactions, and a second loop computes the merchant's
+// sliding windows from the repartition topic. Every source event must appear there exactly once, and
+// every merchant feature row must equal a brute-force recomputation from
+// the repartition topic.
+func TestRepartitionedEntity(t *testing.T) {
+	n := 12000
+	if testing.Short() {
+		n = 3000
+	}
+	f := newFixture(t, 3, func(c *config.Config) {
+		// The repartition merges the source's partitions, which are read at
+		// their own paces (here: a backlog), so a merchant's events arrive
+		// out of order by up to that skew: the lateness must cover it.
+		c.Sources[0].Lateness = config.Duration(time.Hour)
+		c.Entities = append(c.Entities, config.Entity{Name: "merchant", Key: "merchant_id"})
+		c.Views = append(c.Views, config.View{Name: "merchant_activity", Source: "payments", Entity: "merchant", TTL: config.Duration(24 * time.Hour),
+			Features: []config.Feature{
+				{Name: "txn_count_5m", Agg: "count", Window: config.Duration(5 * time.Minute)},
+				{Name: "amount_sum_5m", Agg: "sum", Field: "amount", Window: config.Duration(5 * time.Minute)},
+			}})
+	})
+	st := f.produce(t, loadgen.Config{Seed: 4, Cards: 300, Merchants: 40, EventsPerSecond: 50}, n, 1000)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opts, _ := streams.ClientOpts(f.cfg.Kafka)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	repart := f.cfg.RepartitionTopic("payments", "merchant")
+	src := f.cfg.Sources[0]
+	// The source's task forwards accepted events to the repartition topic.
+	srcTask, err := processors.NewTask(processors.TaskConfig{Source: src, Views: f.cfg.ViewsOfEntity("payments", "card"), Entities: f.cfg.Entities,
+		FeatureTopics: []string{f.cfg.FeaturesTopic("card_activity")}, ChangelogTopic: f.cfg.ChangelogTopic("payments"), Opts: opts,
+		Repartitions: []processors.Repartition{{Field: "merchant_id", Topic: repart, Partitions: f.cfg.Topics.Partitions}}}, f.txn, f.rows, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsrc := src
+	rsrc.Name, rsrc.Topic, rsrc.Key = "payments.merchant", repart, "merchant_id"
+	rserde, err := schemas.NewSerde(ctx, f.reg, schemas.Subject(repart), schemas.MustParse(schemas.TransactionSchema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	featTopic := f.cfg.FeaturesTopic("merchant_activity")
+	task, err := processors.NewTask(processors.TaskConfig{Source: rsrc, Views: f.cfg.ViewsOfEntity("payments", "merchant"), Entities: f.cfg.Entities,
+		FeatureTopics: []string{featTopic}, ChangelogTopic: f.cfg.EntityChangelogTopic("payments", "merchant"), Opts: opts}, rserde, f.rows, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loop := func(stage, topic string, p streams.Processor) *streams.Loop {
+		return streams.NewLoop(streams.LoopConfig{Stage: stage, Group: f.cfg.Topics.Prefix + "." + stage, TransactionalID: f.cfg.Topics.Prefix + "." + stage + ".a",
+			Topics: []string{topic}, DeadLetterTopic: f.cfg.DeadLetterTopic(), Opts: opts}, p, log, nil)
+	}
+	done := make(chan error, 2)
+	go func() { done <- loop("cards", src.Topic, srcTask).Run(ctx) }()
+	go func() { done <- loop("merchants", repart, task).Run(ctx) }()
+	rows := f.consume(t, featTopic, st.Transactions, 2*time.Minute)
+	cancel()
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The repartition holds every accepted source event once, keyed by merchant.
+	raw := f.consume(t, repart, st.Transactions, 30*time.Second)
+	seen := map[string]bool{}
+	type ev struct {
+		merchant string
+		time     int64
+		amount   float64
+	}
+	byPart := map[int32][]ev{}
+	index := map[[2]int64]int{} // (partition, offset) -> position in byPart
+	for _, r := range raw {
+		var tx schemas.Transaction
+		if err := rserde.Decode(ctx, r.Value, &tx); err != nil {
+			t.Fatal(err)
+		}
+		if seen[tx.TxnID] {
+			t.Fatalf("%s twice in the repartition topic", tx.TxnID)
+		}
+		seen[tx.TxnID] = true
+		if string(r.Key) != tx.MerchantID || r.Partition != processors.Partition(r.Key, f.cfg.Topics.Partitions) {
+			t.Fatalf("%s keyed %q on partition %d, merchant %s", tx.TxnID, r.Key, r.Partition, tx.MerchantID)
+		}
+		index[[2]int64{int64(r.Partition), r.Offset}] = len(byPart[r.Partition])
+		byPart[r.Partition] = append(byPart[r.Partition], ev{tx.MerchantID, tx.EventTime, tx.Amount})
+	}
+	if len(seen) != st.Transactions {
+		t.Fatalf("%d events in the repartition topic, %d accepted at the source", len(seen), st.Transactions)
+	}
+	got := 0
+	for _, r := range rows {
+		var row schemas.FeatureRow
+		if err := f.rows.Decode(ctx, r.Value, &row); err != nil {
+			t.Fatal(err)
+		}
+		i, ok := index[[2]int64{int64(row.SourcePartition), row.SourceOffset}]
+		if !ok || row.SourceTopic != repart {
+			t.Fatalf("row derives from %s/%d@%d, not a repartitioned event", row.SourceTopic, row.SourcePartition, row.SourceOffset)
+		}
+		evs := byPart[row.SourcePartition]
+		e := evs[i]
+		var c, sum float64
+		for _, q := range evs[:i+1] {
+			if q.merchant == e.merchant && q.time <= e.time && q.time > e.time-5*60*1000 {
+				c++
+				sum += q.amount
+			}
+		}
+		if row.Entity != e.merchant || row.Values[0].Value != c || math.Abs(row.Values[1].Value-sum) > 1e-6*math.Max(1, sum) {
+			t.Fatalf("merchant %s row %+v, recomputed count %v sum %v", e.merchant, row.Values, c, sum)
+		}
+		got++
+	}
+	if got != st.Transactions {
+		t.Fatalf("%d merchant rows for %d events", got, st.Transactions)
+	}
 }

@@ -44,15 +44,19 @@ type TopicSpec struct {
 	Compacted  bool
 }
 
-// Topics lists every topic a config needs: sources, labels, features,
-// predictions, changelogs, dead letters, monitor metrics, alerts, commands and
-// the model registry. Changelogs and the registry are compacted; a changelog
+// Topics lists every topic a config needs: sources, repartitions, labels,
+// features, predictions, changelogs, dead letters, monitor metrics, alerts,
+// commands and the model registry. Changelogs and the registry are compacted; a changelog
 // has as many partitions as its source.
 func Topics(c *config.Config) []TopicSpec {
 	p := int32(c.Topics.Partitions)
 	var out []TopicSpec
 	for _, s := range c.Sources {
 		out = append(out, TopicSpec{Name: s.Topic, Partitions: p}, TopicSpec{Name: c.ChangelogTopic(s.Name), Partitions: p, Compacted: true})
+		for _, e := range c.Rekeyed(s.Name) {
+			out = append(out, TopicSpec{Name: c.RepartitionTopic(s.Name, e), Partitions: p},
+				TopicSpec{Name: c.EntityChangelogTopic(s.Name, e), Partitions: p, Compacted: true})
+		}
 	}
 	if c.Labels.Topic != "" {
 		out = append(out, TopicSpec{Name: c.Labels.Topic, Partitions: p})

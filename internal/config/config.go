@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -413,6 +414,56 @@ func (c *Config) PredictionsTopic(model string) string {
 // ChangelogTopic is the compacted changelog of a source's processor state.
 func (c *Config) ChangelogTopic(source string) string {
 	return c.Topics.Prefix + ".changelog." + source
+}
+
+// RepartitionTopic carries a source's events re-keyed by another entity's key,
+// for the views of that entity.
+func (c *Config) RepartitionTopic(source, entity string) string {
+	return c.Topics.Prefix + ".repartition." + source + "." + entity
+}
+
+// EntityChangelogTopic is the compacted changelog of the state of a source's
+// views of an entity other than the source's own (read from the
+// repartition topic).
+func (c *Config) EntityChangelogTopic(source, entity string) string {
+	return c.Topics.Prefix + ".changelog." + source + "." + entity
+}
+
+// EntityKey returns the key field of the named entity.
+func (c *Config) EntityKey(entity string) string {
+	for _, e := range c.Entities {
+		if e.Name == entity {
+			return e.Key
+		}
+	}
+	return ""
+}
+
+// Rekeyed returns the entities of a source's views that are not keyed by the
+// source's key, in config order: each needs a repartition.
+func (c *Config) Rekeyed(source string) []string {
+	src, ok := c.Source(source)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, v := range c.ViewsOf(source) {
+		if c.EntityKey(v.Entity) != src.Key && !slices.Contains(out, v.Entity) {
+			out = append(out, v.Entity)
+		}
+	}
+	return out
+}
+
+// ViewsOfEntity returns a source's views of one entity.
+func (c *Config) ViewsOfEntity(source, entity string) []*View {
+	var out []*View
+	for _, v := range c.ViewsOf(source) {
+		if v.Entity == entity {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // DeadLetterTopic receives records that cannot be processed, with a reason header.

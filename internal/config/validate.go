@@ -152,6 +152,8 @@ func (c *Config) Validate() error {
 			}
 			if v.Source != m.Source {
 				bad(ff, "view %q reads source %q, the model scores %q", vn, v.Source, m.Source)
+			} else if src, ok := c.Source(m.Source); ok && c.EntityKey(v.Entity) != src.Key {
+				bad(ff, "view %q is of entity %q, not keyed by the source's key %q: the inline scorer reads only the scored event's own entity's views", vn, v.Entity, src.Key)
 			}
 		}
 		if m.Threshold <= 0 || m.Threshold >= 1 {

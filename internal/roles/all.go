@@ -79,11 +79,11 @@ func (e *Env) Build(ctx context.Context, names []string, monitorHooks ...monitor
 					}
 				}
 			}
-			run, err := e.Processor(ctx, src, hooks...)
+			runners, err := e.Processor(ctx, src, hooks...)
 			if err != nil {
 				return fail(err)
 			}
-			add("processor."+src.Name, run)
+			p.Runners = append(p.Runners, runners...)
 		}
 	}
 	if has("materializer") || has("trainer") {

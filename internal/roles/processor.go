@@ -10,18 +10,56 @@ import (
 	"github.com/weirhq/weir/streams"
 )
 
-// Processor returns the processor role of one source: its views computed in
-// one exactly-once loop, with hooks (the inline scorers) in the same
-// transactions.
-func (e *Env) Processor(ctx context.Context, src config.Source, hooks ...processors.EventHook) (func(context.Context) error, error) {
-	views := e.Cfg.ViewsOf(src.Name)
-	topics := make([]string, len(views))
-	for i, v := range views {
-		topics[i] = e.Cfg.FeaturesTopic(v.Name)
-	}
+// Processor returns the processor role of one source: one exactly-once loop
+// that accepts or dead-letters each event, computes the source's own
+// entity's views, runs the hooks (the inline scorers) and forwards the event
+// to a repartition topic per other entity, all in one transaction; and for
+// each other entity, a loop computing its views from its repartition topic.
+func (e *Env) Processor(ctx context.Context, src config.Source, hooks ...processors.EventHook) ([]Runner, error) {
 	srcSerde, err := e.Serde(ctx, src.Topic, src.Schema)
 	if err != nil {
 		return nil, fmt.Errorf("processor %s: %w", src.Name, err)
+	}
+	var own []*config.View
+	for _, v := range e.Cfg.ViewsOf(src.Name) {
+		if e.Cfg.EntityKey(v.Entity) == src.Key {
+			own = append(own, v)
+		}
+	}
+	var reparts []processors.Repartition
+	for _, ent := range e.Cfg.Rekeyed(src.Name) {
+		reparts = append(reparts, processors.Repartition{Field: e.Cfg.EntityKey(ent), Topic: e.Cfg.RepartitionTopic(src.Name, ent), Partitions: e.Cfg.Topics.Partitions})
+	}
+	stage := "processor." + src.Name
+	run, err := e.viewLoop(ctx, src, srcSerde, own, e.Cfg.ChangelogTopic(src.Name), stage, reparts, hooks...)
+	if err != nil {
+		return nil, err
+	}
+	runners := []Runner{{Name: stage, Run: run}}
+	for _, ent := range e.Cfg.Rekeyed(src.Name) {
+		// The entity's views read the repartition topic: the source's
+		// accepted records, keyed and partitioned by the entity's key.
+		rsrc := src
+		rsrc.Name, rsrc.Topic, rsrc.Key = src.Name+"."+ent, e.Cfg.RepartitionTopic(src.Name, ent), e.Cfg.EntityKey(ent)
+		rserde, err := e.Serde(ctx, rsrc.Topic, src.Schema)
+		if err != nil {
+			return nil, err
+		}
+		stage := "processor." + rsrc.Name
+		run, err := e.viewLoop(ctx, rsrc, rserde, e.Cfg.ViewsOfEntity(src.Name, ent), e.Cfg.EntityChangelogTopic(src.Name, ent), stage, nil)
+		if err != nil {
+			return nil, err
+		}
+		runners = append(runners, Runner{Name: stage, Run: run})
+	}
+	return runners, nil
+}
+
+// viewLoop builds the exactly-once loop computing views from src.
+func (e *Env) viewLoop(ctx context.Context, src config.Source, srcSerde *schemas.Serde, views []*config.View, changelog, stage string, reparts []processors.Repartition, hooks ...processors.EventHook) (func(context.Context) error, error) {
+	topics := make([]string, len(views))
+	for i, v := range views {
+		topics[i] = e.Cfg.FeaturesTopic(v.Name)
 	}
 	// All views share one feature-row schema, registered under every view
 	// topic's subject (a real registry checks compatibility per subject);
@@ -30,27 +68,28 @@ func (e *Env) Processor(ctx context.Context, src config.Source, hooks ...process
 	for _, topic := range topics {
 		s, err := e.Serde(ctx, topic, schemas.FeatureRowSchema)
 		if err != nil {
-			return nil, fmt.Errorf("processor %s: %w", src.Name, err)
+			return nil, fmt.Errorf("%s: %w", stage, err)
 		}
-		if rowSerde == nil {
-			rowSerde = s
-		}
+		rowSerde = s
 	}
 	task, err := processors.NewTask(processors.TaskConfig{
 		Source: src, Views: views, Entities: e.Cfg.Entities, FeatureTopics: topics,
-		ChangelogTopic: e.Cfg.ChangelogTopic(src.Name), Opts: e.Kafka,
+		ChangelogTopic: changelog, Repartitions: reparts, Opts: e.Kafka,
 	}, srcSerde, rowSerde, e.Log.With("role", "processor"), e.Metrics, hooks...)
 	if err != nil {
 		return nil, err
 	}
-	loop := streams.NewLoop(streams.LoopConfig{
-		Stage:           "processor." + src.Name,
-		Group:           e.Group("processor", src.Name),
-		TransactionalID: e.Group("processor", src.Name) + "." + e.Instance,
-		Topics:          []string{src.Topic},
+	return streams.NewLoop(e.loopConfig(stage, src.Topic), task, e.Log.With("role", "processor"), e.Metrics).Run, nil
+}
+
+func (e *Env) loopConfig(stage, topic string) streams.LoopConfig {
+	return streams.LoopConfig{
+		Stage:           stage,
+		Group:           e.Cfg.Kafka.ClientID + "." + stage,
+		TransactionalID: e.Cfg.Kafka.ClientID + "." + stage + "." + e.Instance,
+		Topics:          []string{topic},
 		DeadLetterTopic: e.Cfg.DeadLetterTopic(),
 		CommitInterval:  e.Cfg.Kafka.CommitInterval.D(),
 		Opts:            e.Kafka,
-	}, task, e.Log.With("role", "processor"), e.Metrics)
-	return loop.Run, nil
+	}
 }

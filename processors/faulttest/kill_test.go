@@ -1,0 +1,98 @@
+package faulttest
+
+import (
+	"context"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// burstSpan is how long each burst of events is paced over: from the moment
+// a processor run gets its partitions until after the latest moment it can
+// be killed.
+const burstSpan = 3 * time.Second
+
+// TestKillNine kills the processor binary with SIGKILL WEIR_SOAK_KILLS
+// times while it processes WEIR_SOAK_EVENTS events (bad records among
+// them), restarting it each time under the same --instance, so that the new
+// run's transactional id fences the killed run's open transaction. Once the
+// last run caught up, every feature row and dead letter is checked against
+// the pandas oracle: no duplicate, no gap, every value equal.
+//
+// Each kill comes a random 0.3-3s (seeded; WEIR_SOAK_SEED replays a seed)
+// after the run got its partitions. The events come in one burst per run,
+// paced over 3s from that same moment, so every kill falls while events
+// are flowing and a transaction is likely open; what the burst has left
+// after the kill is a backlog for the next run to catch up.
+func TestKillNine(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault test: the processor binary against real Kafka")
+	}
+	events := envInt(t, "WEIR_SOAK_EVENTS", 100_000)
+	kills := envInt(t, "WEIR_SOAK_KILLS", 5)
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("WEIR_SOAK_SEED"); s != "" {
+		var err error
+		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			t.Fatalf("WEIR_SOAK_SEED=%q: %v", s, err)
+		}
+	}
+	rng := rand.New(rand.NewPCG(seed, 0))
+	r := newRig(t)
+	t.Logf("%d events in %d bursts, %d kills, seed %d (WEIR_SOAK_SEED replays it); config %s", events, kills+1, kills, seed, r.cfgPath)
+
+	ctx := context.Background()
+	begun := time.Now()
+	counter := r.countRows(r.cfg.FeaturesTopic(view))
+	prod := r.newProducer(4, 2_500)
+	p := r.startProcessor()
+	var lastKill time.Time
+	var gaps time.Duration // from each kill to the next run's partitions
+	sent := 0
+	for i := 0; ; i++ {
+		select {
+		case <-p.assigned:
+		case <-p.exited:
+			t.Fatalf("processor run %d exited on its own: %v", p.n, p.waitErr)
+		case <-time.After(5 * time.Minute):
+			t.Fatalf("processor run %d got no partitions in 5 minutes", p.n)
+		}
+		if i > 0 {
+			gaps += p.assignedAt.Sub(lastKill)
+		}
+		n := (events - sent) / (kills + 1 - i)
+		prod.burst(n, float64(n)/burstSpan.Seconds())
+		sent += n
+		if i == kills {
+			break
+		}
+		d := 300*time.Millisecond + time.Duration(rng.Int64N(int64(2700*time.Millisecond)))
+		select {
+		case <-time.After(d):
+		case <-p.exited:
+			t.Fatalf("processor run %d exited on its own: %v", p.n, p.waitErr)
+		}
+		p.kill()
+		lastKill = time.Now()
+		t.Logf("kill -9 %d/%d: run %d (%s) killed %s after it got its partitions; %d rows committed by then",
+			i+1, kills, p.n, p.summary(), d.Round(time.Millisecond), counter.n.Load())
+		p = r.startProcessor()
+	}
+	st := prod.wait(t)
+	t.Logf("loadgen: %d transactions and %d bad records, %s producing", st.Transactions, st.Bad, prod.produced.Round(time.Millisecond))
+	raw := r.dumpRaw(ctx)
+	reached := waitRows(t, counter, int64(raw.accepted), 10*time.Minute+time.Duration(events)*time.Millisecond, func() {
+		if !p.alive() {
+			t.Fatalf("processor run %d exited on its own: %v", p.n, p.waitErr)
+		}
+	})
+	if kills > 0 {
+		t.Logf("lag 0 (%d rows) %s after the last kill; the last run %s; a restart got its partitions %s after the kill on average",
+			raw.accepted, reached.Sub(lastKill).Round(10*time.Millisecond), p.summary(), (gaps / time.Duration(kills)).Round(10*time.Millisecond))
+	}
+	t.Logf("the run took %s", time.Since(begun).Round(time.Second))
+	p.stop(t, time.Minute)
+	r.check(ctx, raw)
+}
