@@ -46,7 +46,13 @@ func (e *Env) Bootstrap(ctx context.Context, models *registry.Registry, n int) (
 // model m's features for each with the processors' engine; y is the fraud
 // label. Rows are in event-time order.
 func SyntheticTrainingSet(cfg *config.Config, src config.Source, m config.Model, seed uint64, n int) ([][]float64, []bool, any, error) {
-	eng, err := processors.NewEngine(src, cfg.ViewsOf(src.Name), cfg.Entities)
+	var own []*config.View // the model reads only views of the source's own key
+	for _, v := range cfg.ViewsOf(src.Name) {
+		if cfg.EntityKey(v.Entity) == src.Key {
+			own = append(own, v)
+		}
+	}
+	eng, err := processors.NewEngine(src, own, cfg.Entities)
 	if err != nil {
 		return nil, nil, nil, err
 	}
