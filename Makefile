@@ -15,7 +15,7 @@ STATICCHECK := bin/staticcheck-$(STATICCHECK_VERSION)
 # Extra flags for `weir dev` under make demo, e.g. DEMO_ARGS='--records 1000'.
 DEMO_ARGS ?=
 
-.PHONY: setup build demo test test-short lint bench clean stop
+.PHONY: setup build demo test test-short soak lint bench bench-processors clean stop
 
 ## setup: install and start Redis, ClickHouse, Kafka and the Python venv; write $(DATA)/env
 setup:
@@ -41,6 +41,17 @@ test-short:
 	@echo "==> go test -short ./..."
 	@env -u WEIR_REDIS_ADDR -u WEIR_CLICKHOUSE_ADDR -u WEIR_KAFKA_BROKERS -u WEIR_PYTHON \
 		-u WEIR_REQUIRE_SERVICES go test -short ./...
+
+## soak: the processor's fault tests at full size on real Kafka: 1M events with 20 kill -9s, and a broker restart (restarts the shared broker: run nothing else beside it)
+soak: setup
+	@echo "==> . $(DATA)/env && WEIR_REQUIRE_SERVICES=1 WEIR_SOAK_EVENTS=1000000 WEIR_SOAK_KILLS=20 WEIR_SOAK_BROKER_RESTART=1 go test -count=1 -v -timeout 90m -run 'TestKillNine|TestBrokerRestart' ./processors/faulttest/"
+	@. $(DATA)/env && WEIR_REQUIRE_SERVICES=1 WEIR_SOAK_EVENTS=1000000 WEIR_SOAK_KILLS=20 WEIR_SOAK_BROKER_RESTART=1 \
+		go test -count=1 -v -timeout 90m -run 'TestKillNine|TestBrokerRestart' ./processors/faulttest/
+
+## bench-processors: Weir's processor vs Kafka Streams on real Kafka, exactly-once (docs/benchmarks.md)
+bench-processors: setup
+	@echo "==> . $(DATA)/env && go run ./bench/processors $(BENCH_ARGS)"
+	@. $(DATA)/env && go run ./bench/processors $(BENCH_ARGS)
 
 ## lint: gofmt, go vet and staticcheck
 lint: $(STATICCHECK)

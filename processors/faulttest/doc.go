@@ -15,6 +15,7 @@
 //
 //	WEIR_SOAK_EVENTS          events of the kill -9 test (default 100000)
 //	WEIR_SOAK_KILLS           kill -9s in it (default 5)
+//	WEIR_SOAK_SEED            replays the kill timings' seed that a run logged
 //	WEIR_SOAK_BROKER_RESTART  1 runs the broker-restart test, which restarts
 //	                          the shared broker (deploy/local/kafka.sh) and
 //	                          would break other packages' tests running
@@ -23,4 +24,11 @@
 //
 // Both tests skip under -short. They need Kafka ($WEIR_KAFKA_BROKERS) and the
 // project's Python ($WEIR_PYTHON) with pandas, as `make setup` provides.
+// A processor restarted after kill -9 gets its partitions only once the
+// group coordinator has expired the killed member (franz-go's default 45s
+// session timeout), so each kill costs the kill test about 45s: about 4
+// minutes under `make test`, 16 under `make soak`. A failed test keeps its
+// scratch directory (config, every run's log, the CSVs) and says where; a
+// processor that stops making progress is made to dump its goroutines
+// (SIGQUIT) into its log first.
 package faulttest

@@ -83,16 +83,19 @@ func TestKillNine(t *testing.T) {
 	st := prod.wait(t)
 	t.Logf("loadgen: %d transactions and %d bad records, %s producing", st.Transactions, st.Bad, prod.produced.Round(time.Millisecond))
 	raw := r.dumpRaw(ctx)
-	reached := waitRows(t, counter, int64(raw.accepted), 10*time.Minute+time.Duration(events)*time.Millisecond, func() {
+	reached := r.waitRows(counter, int64(raw.accepted), 10*time.Minute+time.Duration(events)*time.Millisecond, func() {
 		if !p.alive() {
 			t.Fatalf("processor run %d exited on its own: %v", p.n, p.waitErr)
 		}
 	})
 	if kills > 0 {
-		t.Logf("lag 0 (%d rows) %s after the last kill; the last run %s; a restart got its partitions %s after the kill on average",
-			raw.accepted, reached.Sub(lastKill).Round(10*time.Millisecond), p.summary(), (gaps / time.Duration(kills)).Round(10*time.Millisecond))
+		t.Logf("lag 0 (%d rows) %s after the last kill: the last run got its partitions %s after the kill and caught up %s later (%s)",
+			raw.accepted, reached.Sub(lastKill).Round(10*time.Millisecond), p.assignedAt.Sub(lastKill).Round(10*time.Millisecond),
+			reached.Sub(p.assignedAt).Round(10*time.Millisecond), p.summary())
+		t.Logf("after a kill, the next run got its partitions %s later on average", (gaps / time.Duration(kills)).Round(10*time.Millisecond))
 	}
-	t.Logf("the run took %s", time.Since(begun).Round(time.Second))
+	stopping := time.Now()
 	p.stop(t, time.Minute)
+	t.Logf("the last run stopped %s after SIGTERM; the whole run took %s", time.Since(stopping).Round(time.Millisecond), time.Since(begun).Round(time.Second))
 	r.check(ctx, raw)
 }
