@@ -55,6 +55,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/weirhq/weir/schemas"
@@ -294,9 +295,22 @@ func (r *Registry) Run(ctx context.Context) error {
 	}
 	defer cl.Close()
 
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, r.o.Topic)
-	if err == nil {
-		err = ends.Error()
+	// A topic created just now may not be in the broker's metadata yet:
+	// give it a little while before calling it missing.
+	var ends kadm.ListedOffsets
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		ends, err = kadm.NewClient(cl).ListEndOffsets(ctx, r.o.Topic)
+		if err == nil {
+			err = ends.Error()
+		}
+		if err == nil || !errors.Is(err, kerr.UnknownTopicOrPartition) || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("registry: end offsets of %s: %w", r.o.Topic, err)
