@@ -39,11 +39,29 @@ func AppendFeatureRow(dst []byte, r *FeatureRow) []byte {
 	if n := len(r.Values); n > 0 {
 		dst = appendLong(dst, int64(n))
 		for i := range r.Values {
-			dst = appendString(dst, r.Values[i].Name)
-			dst = appendDouble(dst, r.Values[i].Value)
+			v := &r.Values[i]
+			dst = appendString(dst, v.Name)
+			dst = appendDouble(dst, v.Value)
+			if len(v.List) > 0 {
+				dst = appendLong(dst, int64(len(v.List)))
+				for _, x := range v.List {
+					dst = appendDouble(dst, x)
+				}
+			}
+			dst = append(dst, 0)
+			if len(v.Labels) > 0 {
+				dst = appendLong(dst, int64(len(v.Labels)))
+				for _, l := range v.Labels {
+					dst = appendString(dst, l)
+				}
+			}
+			dst = append(dst, 0)
 		}
 	}
-	return append(dst, 0) // end of the array's blocks
+	dst = append(dst, 0) // end of the array's blocks
+	dst = appendLong(dst, r.WindowStart)
+	dst = appendLong(dst, r.WindowEnd)
+	return appendLong(dst, r.RevisesOffset)
 }
 
 // AppendPrediction appends the Avro body (no wire header) of p, written

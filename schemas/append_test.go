@@ -32,9 +32,15 @@ func TestAppendMatchesHamba(t *testing.T) {
 	rows, preds := schemas.MustParse(schemas.FeatureRowSchema), schemas.MustParse(schemas.PredictionSchema)
 	for i := range 500 {
 		fr := schemas.FeatureRow{Entity: str(), View: str(), ViewVersion: str(), EventTime: r.Int64() - r.Int64(), KnownTime: int64(r.Uint32()),
-			SourceTopic: str(), SourcePartition: int32(r.Uint32()), SourceOffset: r.Int64(), EventID: str(), Values: []schemas.FeatureValue{}}
+			SourceTopic: str(), SourcePartition: int32(r.Uint32()), SourceOffset: r.Int64(), EventID: str(), Values: []schemas.FeatureValue{},
+			WindowStart: r.Int64() - r.Int64(), WindowEnd: int64(r.Uint32()), RevisesOffset: int64(i%3) - 1}
 		for range r.IntN(4) * (i % 2) {
-			fr.Values = append(fr.Values, schemas.FeatureValue{Name: str(), Value: num()})
+			v := schemas.FeatureValue{Name: str(), Value: num(), List: []float64{}, Labels: []string{}}
+			for range r.IntN(3) * (i % 3) {
+				v.List = append(v.List, num())
+				v.Labels = append(v.Labels, str())
+			}
+			fr.Values = append(fr.Values, v)
 		}
 		p := schemas.Prediction{PredictionID: str(), Entity: str(), EventTime: r.Int64(), ScoredTime: -r.Int64(), ModelName: str(),
 			ModelVersion: int32(r.Uint32()), RolloutArm: str(), Score: num(), Threshold: num(), Decision: i%3 == 0,

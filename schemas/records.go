@@ -25,8 +25,10 @@ type Label struct {
 
 // FeatureValue is one named feature value.
 type FeatureValue struct {
-	Name  string  `avro:"name"`
-	Value float64 `avro:"value"`
+	Name   string    `avro:"name"`
+	Value  float64   `avro:"value"`
+	List   []float64 `avro:"list"`   // last_n
+	Labels []string  `avro:"labels"` // top_k
 }
 
 // FeatureRow is one version of an entity's feature view values.
@@ -41,6 +43,9 @@ type FeatureRow struct {
 	SourceOffset    int64          `avro:"source_offset"`
 	EventID         string         `avro:"event_id"`
 	Values          []FeatureValue `avro:"values"`
+	WindowStart     int64          `avro:"window_start"`
+	WindowEnd       int64          `avro:"window_end"`
+	RevisesOffset   int64          `avro:"revises_offset"`
 }
 
 // UsedFeature is one element of the feature vector a prediction used.

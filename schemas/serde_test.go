@@ -40,7 +40,7 @@ func TestRoundTrip(t *testing.T) {
 	}{
 		{schemas.TransactionSchema, &schemas.Transaction{TxnID: "t1", CardID: "c1", Amount: 12.5, EventTime: 1700000000123}, &schemas.Transaction{}},
 		{schemas.LabelSchema, &schemas.Label{TxnID: "t1", IsFraud: true, LabelTime: 5}, &schemas.Label{}},
-		{schemas.FeatureRowSchema, &schemas.FeatureRow{Entity: "c1", View: "v", Values: []schemas.FeatureValue{{Name: "a", Value: 1}}}, &schemas.FeatureRow{}},
+		{schemas.FeatureRowSchema, &schemas.FeatureRow{Entity: "c1", View: "v", Values: []schemas.FeatureValue{{Name: "a", Value: 1, List: []float64{}, Labels: []string{"x"}}}, RevisesOffset: -1}, &schemas.FeatureRow{}},
 		{schemas.PredictionSchema, &schemas.Prediction{PredictionID: "p", ModelVersion: 3, Features: []schemas.UsedFeature{{Name: "a", Value: 2, AgeMs: 5}}}, &schemas.Prediction{}},
 		{schemas.MonitorMetricSchema, &schemas.MonitorMetric{Metric: "psi", Value: 0.3}, &schemas.MonitorMetric{}},
 		{schemas.AlertSchema, &schemas.Alert{State: schemas.AlertFiring, Rule: "r"}, &schemas.Alert{}},

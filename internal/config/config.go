@@ -103,10 +103,20 @@ type Source struct {
 	// MaxSkew is how far an event time may be from its partition's
 	// watermark, either way, before it is dead-lettered (default 7 days).
 	MaxSkew Duration `yaml:"max_skew"`
-	// Lateness is how far behind its entity's newest event an event may be
-	// and still be aggregated exactly (default 1m); later events are
-	// dead-lettered with reason "late".
+	// OutOfOrder is how far behind its partition's newest event time an
+	// event may arrive and still be on time: the partition watermark is the
+	// newest event time minus OutOfOrder (default 0). Windows close at the
+	// watermark.
+	OutOfOrder Duration `yaml:"out_of_order"`
+	// Lateness is the views' default allowed lateness: how far behind the
+	// partition watermark an event may be and still be aggregated, its
+	// windows corrected and re-emitted (default 1m). Events later than every
+	// view allows are dead-lettered with reason "late".
 	Lateness Duration `yaml:"lateness"`
+	// IdleTimeout is how long (wall clock) a partition may go without events
+	// before its watermark follows the other partitions' so its windows
+	// still close (default 30s).
+	IdleTimeout Duration `yaml:"idle_timeout"`
 }
 
 // Entity names a key that views aggregate by.
@@ -117,25 +127,72 @@ type Entity struct {
 
 // View is a feature view: features of one entity computed from one source.
 type View struct {
-	Name     string    `yaml:"name"`
-	Source   string    `yaml:"source"`
-	Entity   string    `yaml:"entity"`
-	TTL      Duration  `yaml:"ttl"`
+	Name   string   `yaml:"name"`
+	Source string   `yaml:"source"`
+	Entity string   `yaml:"entity"`
+	TTL    Duration `yaml:"ttl"`
+	// Kind is the window kind: sliding (default: each feature over its own
+	// window ending at each event), tumbling, hopping or session (one row
+	// per entity and window, every feature over the view's window).
+	Kind string `yaml:"kind"`
+	// Window is the length of a tumbling or hopping window.
+	Window Duration `yaml:"window"`
+	// Hop is how far apart hopping windows start; Window must be a multiple.
+	Hop Duration `yaml:"hop"`
+	// Gap closes a session window after this long without an event.
+	Gap Duration `yaml:"gap"`
+	// Emit says when a tumbling, hopping or session window's row is written:
+	// update (on every event, as of the event), close (once, when the
+	// watermark passes the window's end; the default) or both. Sliding
+	// views always emit on update.
+	Emit string `yaml:"emit"`
+	// Lateness is this view's allowed lateness behind the partition
+	// watermark (default: the source's).
+	Lateness Duration  `yaml:"lateness"`
 	Features []Feature `yaml:"features"`
 }
 
-// Feature is one aggregation over a sliding event-time window ending at each
-// event: (t-window, t]. Only "last" and "time_since_last" take no window.
+// Window kinds.
+const (
+	KindSliding  = "sliding"
+	KindTumbling = "tumbling"
+	KindHopping  = "hopping"
+	KindSession  = "session"
+)
+
+// Emit modes.
+const (
+	EmitUpdate = "update"
+	EmitClose  = "close"
+	EmitBoth   = "both"
+)
+
+// Feature is one aggregation: in a sliding view over an event-time window
+// ending at each event, (t-window, t]; in a windowed view over the view's
+// window. Only "last", "time_since_last" and "ratio" take no window.
 type Feature struct {
 	Name string `yaml:"name"`
-	// Agg is count, sum, mean, min, max, variance or stddev (population)
-	// over the window; last (the event's own value) or time_since_last (ms
-	// since the entity's previous event, NaN for its first) take no window.
+	// Agg is count, sum, mean, min, max, variance or stddev (population),
+	// distinct (count of distinct values of a string field), top_k (the K
+	// most frequent values of a string field), last_n (the N newest values
+	// of a numeric field, newest first), quantile (the Q quantile, from a
+	// DDSketch with 1% relative accuracy) over the window; last (the newest
+	// value at or before the event), time_since_last (ms since the entity's
+	// previous event, NaN for its first) or ratio (Of[0] / Of[1], two other
+	// features of the view).
 	Agg    string   `yaml:"agg"`
 	Field  string   `yaml:"field"`
 	Window Duration `yaml:"window"`
 	// Where, if set, aggregates only the events it holds for.
 	Where *Filter `yaml:"where"`
+	// K is top_k's number of values.
+	K int `yaml:"k"`
+	// N is last_n's number of values.
+	N int `yaml:"n"`
+	// Q is quantile's quantile, in [0, 1].
+	Q float64 `yaml:"q"`
+	// Of names ratio's numerator and denominator features.
+	Of []string `yaml:"of"`
 }
 
 // Filter compares one source field with a constant: a string field with
@@ -153,7 +210,8 @@ func (f *Filter) String() string { return fmt.Sprintf("%s %s %#v", f.Field, f.Op
 var FilterOps = []string{"==", "!=", "<", "<=", ">", ">="}
 
 // Aggregations a feature may use.
-var Aggregations = []string{"count", "sum", "mean", "min", "max", "last", "variance", "stddev", "time_since_last"}
+var Aggregations = []string{"count", "sum", "mean", "min", "max", "last", "variance", "stddev", "time_since_last",
+	"distinct", "top_k", "last_n", "quantile", "ratio"}
 
 // Model is a scored model.
 type Model struct {
@@ -359,6 +417,24 @@ func (c *Config) applyDefaults() {
 		def(&s.MaxFuture, 24*time.Hour)
 		def(&s.MaxSkew, 7*24*time.Hour)
 		def(&s.Lateness, time.Minute)
+		def(&s.IdleTimeout, 30*time.Second)
+	}
+	for i := range c.Views {
+		v := &c.Views[i]
+		if v.Kind == "" {
+			v.Kind = KindSliding
+		}
+		if v.Emit == "" {
+			v.Emit = EmitClose
+			if v.Kind == KindSliding {
+				v.Emit = EmitUpdate
+			}
+		}
+		if v.Lateness == 0 {
+			if s, ok := c.Source(v.Source); ok {
+				v.Lateness = s.Lateness
+			}
+		}
 	}
 	for i := range c.Models {
 		if c.Models[i].Threshold == 0 {
@@ -527,10 +603,16 @@ func (c *Config) ViewsOf(source string) []*View {
 func (v *View) Version() string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", v.Name, v.Source, v.Entity)
+	if v.Kind != "" && v.Kind != KindSliding { // sliding views keep the versions they had before kinds existed
+		fmt.Fprintf(h, "kind %s %d %d %d %s\x00", v.Kind, v.Window, v.Hop, v.Gap, v.Emit)
+	}
 	for _, f := range v.Features {
 		fmt.Fprintf(h, "%s\x00%s\x00%s\x00%d\x00", f.Name, f.Agg, f.Field, f.Window)
 		if f.Where != nil {
 			fmt.Fprintf(h, "where %s\x00", f.Where)
+		}
+		if f.K != 0 || f.N != 0 || f.Q != 0 || len(f.Of) > 0 {
+			fmt.Fprintf(h, "params %d %d %g %q\x00", f.K, f.N, f.Q, f.Of)
 		}
 	}
 	return "v" + hex.EncodeToString(h.Sum(nil))[:8]

@@ -76,27 +76,106 @@ func (c *Config) Validate() error {
 		if len(v.Features) == 0 {
 			bad(f+".features", "at least one feature is needed")
 		}
+		windowed := v.Kind != KindSliding
+		switch v.Kind {
+		case KindSliding:
+			for name, d := range map[string]Duration{"window": v.Window, "hop": v.Hop, "gap": v.Gap} {
+				if d != 0 {
+					bad(f+"."+name, "a sliding view takes no %s: each feature names its own window (or set kind: tumbling, hopping or session)", name)
+				}
+			}
+			if v.Emit != EmitUpdate {
+				bad(f+".emit", "a sliding view emits a row on every event; %q needs kind tumbling, hopping or session", v.Emit)
+			}
+		case KindTumbling, KindHopping:
+			if v.Window <= 0 {
+				bad(f+".window", "must be a positive duration for a %s view", v.Kind)
+			}
+			if v.Kind == KindHopping && (v.Hop <= 0 || v.Hop >= v.Window || v.Window%v.Hop != 0) {
+				bad(f+".hop", "must be positive, shorter than the window %s and divide it", v.Window.D())
+			}
+			if v.Kind == KindTumbling && v.Hop != 0 {
+				bad(f+".hop", "a tumbling view takes no hop (use kind: hopping)")
+			}
+			if v.Gap != 0 {
+				bad(f+".gap", "only a session view takes a gap")
+			}
+		case KindSession:
+			if v.Gap <= 0 {
+				bad(f+".gap", "must be a positive duration for a session view")
+			}
+			if v.Window != 0 || v.Hop != 0 {
+				bad(f+".window", "a session view takes a gap, not a window or hop")
+			}
+		default:
+			bad(f+".kind", "unknown window kind %q (sliding, tumbling, hopping or session)", v.Kind)
+		}
+		if windowed && !slices.Contains([]string{EmitUpdate, EmitClose, EmitBoth}, v.Emit) {
+			bad(f+".emit", "unknown emit mode %q (update, close or both)", v.Emit)
+		}
+		if v.Lateness < 0 {
+			bad(f+".lateness", "must not be negative")
+		}
+		if windowed && v.Window.D()+v.Gap.D() > v.TTL.D() {
+			bad(f+".ttl", "%s is shorter than the view's window", v.TTL.D())
+		}
 		fnames := map[string]bool{}
+		for _, ft := range v.Features {
+			fnames[ft.Name] = true
+		}
+		seen := map[string]bool{}
 		for j, ft := range v.Features {
 			ff := fmt.Sprintf("%s.features[%d]", f, j)
 			if ft.Name == "" {
 				bad(ff+".name", "is required")
-			} else if fnames[ft.Name] {
+			} else if seen[ft.Name] {
 				bad(ff+".name", "feature %q is declared twice in view %q", ft.Name, v.Name)
 			}
-			fnames[ft.Name] = true
+			seen[ft.Name] = true
 			if !slices.Contains(Aggregations, ft.Agg) {
 				bad(ff+".agg", "unknown aggregation %q (one of %s)", ft.Agg, strings.Join(Aggregations, ", "))
 			}
-			windowless := ft.Agg == "last" || ft.Agg == "time_since_last"
-			if ft.Agg != "count" && ft.Agg != "time_since_last" && ft.Field == "" {
+			windowless := ft.Agg == "last" || ft.Agg == "time_since_last" || ft.Agg == "ratio"
+			if ft.Agg != "count" && ft.Agg != "time_since_last" && ft.Agg != "ratio" && ft.Field == "" {
 				bad(ff+".field", "is required for agg %q", ft.Agg)
 			}
-			if ft.Window < 0 || (ft.Window == 0 && !windowless) {
-				bad(ff+".window", "must be a positive duration for agg %q (only last and time_since_last take none)", ft.Agg)
-			}
-			if windowless && ft.Window != 0 {
+			switch {
+			case windowed && ft.Window != 0:
+				bad(ff+".window", "a %s view's features take the view's window; remove it here", v.Kind)
+			case windowed:
+			case ft.Window < 0 || (ft.Window == 0 && !windowless):
+				bad(ff+".window", "must be a positive duration for agg %q (only last, time_since_last and ratio take none)", ft.Agg)
+			case windowless && ft.Window != 0:
 				bad(ff+".window", "agg %q takes no window", ft.Agg)
+			}
+			if windowed && ft.Agg == "time_since_last" {
+				bad(ff+".agg", "time_since_last needs a sliding view")
+			}
+			if (ft.K != 0) != (ft.Agg == "top_k") || ft.K < 0 || ft.K > 100 {
+				bad(ff+".k", "top_k takes k from 1 to 100, and only top_k takes k")
+			}
+			if (ft.N != 0) != (ft.Agg == "last_n") || ft.N < 0 || ft.N > 1000 {
+				bad(ff+".n", "last_n takes n from 1 to 1000, and only last_n takes n")
+			}
+			if ft.Q < 0 || ft.Q > 1 || (ft.Q != 0 && ft.Agg != "quantile") {
+				bad(ff+".q", "quantile takes q in [0, 1], and only quantile takes q")
+			}
+			if ft.Agg == "ratio" {
+				if ft.Field != "" {
+					bad(ff+".field", "ratio takes no field: name two features of the view in of")
+				}
+				if len(ft.Of) != 2 {
+					bad(ff+".of", "ratio needs two features of the view: [numerator, denominator]")
+				}
+				for _, o := range ft.Of {
+					if !fnames[o] || o == ft.Name {
+						bad(ff+".of", "%q is not another feature of view %q", o, v.Name)
+					} else if of, _ := v.Feature(o); of.Agg == "ratio" || of.Agg == "top_k" || of.Agg == "last_n" {
+						bad(ff+".of", "%q is a %s: a ratio divides numeric aggregates", o, of.Agg)
+					}
+				}
+			} else if len(ft.Of) > 0 {
+				bad(ff+".of", "only ratio takes of")
 			}
 			if w := ft.Where; w != nil {
 				switch {
