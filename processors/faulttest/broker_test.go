@@ -88,10 +88,9 @@ func TestBrokerRestart(t *testing.T) {
 	raw := r.dumpRaw(ctx)
 	reached := r.waitRows(counter, int64(raw.accepted), 5*time.Minute, keepRunning)
 	t.Logf("lag 0 (%d rows) %s after the restart began", raw.accepted, reached.Sub(restarted).Round(10*time.Millisecond))
-	switch {
-	case restarts+stalls == 0:
+	if restarts+stalls == 0 {
 		t.Logf("the processor survived the broker restart: one run throughout (%s)", p.summary())
-	default:
+	} else {
 		t.Logf("across the broker restart the processor exited %d times and got stuck %d times; the test restarted it each time", restarts, stalls)
 	}
 	p.stop(t, time.Minute)

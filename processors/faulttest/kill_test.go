@@ -22,10 +22,13 @@ const burstSpan = 3 * time.Second
 // the pandas oracle: no duplicate, no gap, every value equal.
 //
 // Each kill comes a random 0.3-3s (seeded; WEIR_SOAK_SEED replays a seed)
-// after the run got its partitions. The events come in one burst per run,
-// paced over 3s from that same moment, so every kill falls while events
-// are flowing and a transaction is likely open; what the burst has left
-// after the kill is a backlog for the next run to catch up.
+// after the run got its partitions: at once for half of them (chosen at
+// random), and for the other half at the run's next changelog write, which
+// ends a transaction just before its commit, the moment when the most is
+// written and nothing committed (a kill at a random moment hits it rarely).
+// The events come in one burst per run, paced over 3s from the moment it
+// got its partitions, so every kill falls while events are flowing; what
+// the burst has left after the kill is a backlog for the next run.
 func TestKillNine(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault test: the processor binary against real Kafka")
@@ -46,10 +49,12 @@ func TestKillNine(t *testing.T) {
 	ctx := context.Background()
 	begun := time.Now()
 	counter := r.countRows(r.cfg.FeaturesTopic(view))
+	changelog := r.watchChangelog()
 	prod := r.newProducer(4, 2_500)
 	p := r.startProcessor()
 	var lastKill time.Time
 	var gaps time.Duration // from each kill to the next run's partitions
+	var atCommits int      // kills as a transaction was about to commit
 	sent := 0
 	for i := 0; ; i++ {
 		select {
@@ -69,15 +74,24 @@ func TestKillNine(t *testing.T) {
 			break
 		}
 		d := 300*time.Millisecond + time.Duration(rng.Int64N(int64(2700*time.Millisecond)))
+		atCommit := rng.IntN(2) == 0
 		select {
 		case <-time.After(d):
 		case <-p.exited:
 			t.Fatalf("processor run %d exited on its own: %v", p.n, p.waitErr)
 		}
+		when := "at once"
+		if atCommit {
+			when = "at its next changelog write (none within 5s)"
+			if changelog.next(5 * time.Second) {
+				when = "as it wrote its changelog, before the commit"
+				atCommits++
+			}
+		}
 		p.kill()
 		lastKill = time.Now()
-		t.Logf("kill -9 %d/%d: run %d (%s) killed %s after it got its partitions; %d rows committed by then",
-			i+1, kills, p.n, p.summary(), d.Round(time.Millisecond), counter.n.Load())
+		t.Logf("kill -9 %d/%d: run %d (%s) killed %s after it got its partitions, %s; %d rows committed by then",
+			i+1, kills, p.n, p.summary(), d.Round(time.Millisecond), when, counter.n.Load())
 		p = r.startProcessor()
 	}
 	st := prod.wait(t)
@@ -92,7 +106,8 @@ func TestKillNine(t *testing.T) {
 		t.Logf("lag 0 (%d rows) %s after the last kill: the last run got its partitions %s after the kill and caught up %s later (%s)",
 			raw.accepted, reached.Sub(lastKill).Round(10*time.Millisecond), p.assignedAt.Sub(lastKill).Round(10*time.Millisecond),
 			reached.Sub(p.assignedAt).Round(10*time.Millisecond), p.summary())
-		t.Logf("after a kill, the next run got its partitions %s later on average", (gaps / time.Duration(kills)).Round(10*time.Millisecond))
+		t.Logf("%d of %d kills came as the run wrote its changelog; after a kill, the next run got its partitions %s later on average",
+			atCommits, kills, (gaps / time.Duration(kills)).Round(10*time.Millisecond))
 	}
 	stopping := time.Now()
 	p.stop(t, time.Minute)

@@ -238,7 +238,7 @@ func (r *rig) check(ctx context.Context, raw rawDump) {
 			show("no row for source %d@%d (card %s, %s)", k[0], k[1], e.key, e.txnID)
 		}
 	}
-	t.Logf("features topic: %d rows read in %s: %d duplicates, %d missing, %d not in the oracle, %d wrong",
+	t.Logf("features topic: %d rows read in %s: %d duplicates, %d missing, %d not in the oracle, %d wrong values or fields",
 		rows, time.Since(start).Round(time.Millisecond), dups, missing, extra, wrong)
 
 	// Dead letters: one per flagged record, with its reason, exactly once.

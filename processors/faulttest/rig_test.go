@@ -337,6 +337,53 @@ func (r *rig) countRows(topic string) *rowCounter {
 
 func (c *rowCounter) close() { c.cancel(); <-c.done }
 
+// changelogWatch signals when records reach the source's changelog topic,
+// read uncommitted. The processor writes its changelog at the end of each
+// transaction, after the transaction's other outputs and just before it
+// commits: a kill right then leaves the most written and the least
+// committed.
+type changelogWatch struct {
+	writes chan struct{} // a signal, at most one pending
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (r *rig) watchChangelog() *changelogWatch {
+	cl := r.client(kgo.ConsumeTopics(r.cfg.ChangelogTopic(r.cfg.Sources[0].Name)),
+		kgo.FetchIsolationLevel(kgo.ReadUncommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()))
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &changelogWatch{writes: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		defer cl.Close()
+		for ctx.Err() == nil {
+			if cl.PollFetches(ctx).NumRecords() > 0 {
+				select {
+				case w.writes <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	r.t.Cleanup(func() { w.cancel(); <-w.done })
+	return w
+}
+
+// next waits up to timeout for a changelog write that starts after the
+// call, and reports whether one came.
+func (w *changelogWatch) next(timeout time.Duration) bool {
+	select {
+	case <-w.writes: // an earlier write
+	default:
+	}
+	select {
+	case <-w.writes:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
 // readAll calls fn for every committed record of topic, from the start up
 // to the last stable offset of each partition as it is when called.
 // Control records (transaction markers) are read to know when a partition
