@@ -11,5 +11,6 @@
 //	weir_stream_deadletter_total{stage,reason} records dead-lettered
 //	weir_stream_txn_commit_seconds{stage}      transaction commit latency
 //	weir_stream_txn_aborted_total{stage}       aborted transactions
+//	weir_stream_session_restarts_total{stage}  transactional sessions restarted after an error
 //	weir_stream_consumer_lag{stage,topic,partition} records behind the high watermark, as of the last fetch
 package streams

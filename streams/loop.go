@@ -7,20 +7,27 @@ import (
 	"log/slog"
 	"runtime/pprof"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Processor is one exactly-once stage's logic, driven by Loop.
 //
 // Contract: Loop calls Assigned and Revoked from the group's rebalance
-// callbacks and Process, Commit and Abort from its own goroutine, never
-// concurrently with each other (rebalances are blocked while a batch is
-// processed). Every record passed to Process is handled exactly once in
-// the output: its outputs, the changelog and its consumer offset commit in
-// one Kafka transaction. Changes Process makes to state are staged: Commit
+// callbacks and Process, Flush, Commit and Abort from its own goroutine,
+// never concurrently with each other (a mutex orders them). Rebalances are
+// blocked while a transaction is open, so Revoked and Assigned come
+// between transactions, with one exception: when the group session fails
+// while a transaction ends (its coordinator went away, as in a broker
+// restart), the partitions are reported lost (Revoked) before that
+// transaction's Abort, and Abort drops what is staged for the partitions
+// left. Every record passed to Process is handled exactly once in the
+// output: its outputs, the changelog and its consumer offset commit in one
+// Kafka transaction. Changes Process makes to state are staged: Commit
 // makes them permanent once the transaction committed, Abort drops them
 // when it aborted, after which the loop re-consumes from the last committed
 // offsets.
@@ -65,16 +72,22 @@ type LoopConfig struct {
 
 // Loop runs a Processor in a franz-go GroupTransactSession: poll, process,
 // produce outputs and changelog, commit offsets and outputs in one
-// transaction. A rebalance during a batch aborts the transaction.
+// transaction. Rebalances wait for the transaction to end (see Processor),
+// and a group session lost during a transaction aborts it.
 type Loop struct {
-	cfg  LoopConfig
+	cfg LoopConfig
+	log *slog.Logger
+	m   loopMetrics
+
+	mu   sync.Mutex // orders the calls to proc from the loop and the group's callbacks
 	proc Processor
-	log  *slog.Logger
-	m    loopMetrics
+
+	endGrace time.Duration // see end; a field so that tests can shorten it
 }
 
 type loopMetrics struct {
 	in, out, aborted prometheus.Counter
+	restarts         prometheus.Counter
 	dead             *prometheus.CounterVec
 	commit           prometheus.Observer
 	lag              *prometheus.GaugeVec // by topic, partition
@@ -94,9 +107,10 @@ func NewLoop(cfg LoopConfig, proc Processor, log *slog.Logger, reg prometheus.Re
 	ab := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_stream_txn_aborted_total", Help: "Transactions aborted (rebalance or produce failure)."}, []string{"stage"})
 	dead := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_stream_deadletter_total", Help: "Records sent to the dead-letter topic, by reason."}, []string{"stage", "reason"})
 	commit := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "weir_stream_txn_commit_seconds", Help: "Time to end a transaction with a commit.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}, []string{"stage"})
+	restarts := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_stream_session_restarts_total", Help: "Transactional sessions closed after an error and started again."}, []string{"stage"})
 	lag := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "weir_stream_consumer_lag", Help: "Records between the last one fetched and the partition's high watermark, as of the last fetch."}, []string{"stage", "topic", "partition"})
 	if reg != nil {
-		for _, c := range []prometheus.Collector{in, out, ab, dead, commit, lag} {
+		for _, c := range []prometheus.Collector{in, out, ab, restarts, dead, commit, lag} {
 			if err := reg.Register(c); err != nil {
 				var are prometheus.AlreadyRegisteredError
 				if !errors.As(err, &are) {
@@ -105,18 +119,90 @@ func NewLoop(cfg LoopConfig, proc Processor, log *slog.Logger, reg prometheus.Re
 			}
 		}
 	}
-	return &Loop{cfg: cfg, proc: proc, log: log.With("stage", cfg.Stage), m: loopMetrics{
-		in: in.With(l), out: out.With(l), aborted: ab.With(l), commit: commit.With(l),
+	return &Loop{cfg: cfg, proc: proc, endGrace: endGrace, log: log.With("stage", cfg.Stage), m: loopMetrics{
+		in: in.With(l), out: out.With(l), aborted: ab.With(l), restarts: restarts.With(l), commit: commit.With(l),
 		dead: dead.MustCurryWith(l), lag: lag.MustCurryWith(l),
 	}}
 }
 
-// Run blocks until ctx is done or a fatal error.
+// Session restarts back off from minSessionBackoff, doubling up to
+// maxSessionBackoff; a session that lasted sessionBackoffReset starts the
+// next backoff from the minimum again.
+const (
+	minSessionBackoff   = 250 * time.Millisecond
+	maxSessionBackoff   = 30 * time.Second
+	sessionBackoffReset = time.Minute
+)
+
+// endGrace is how long ending a transaction may take before the loop lets
+// the group rebalance (see end).
+const endGrace = 5 * time.Second
+
+// Run blocks until ctx is done or a fatal error: a processor error (not a
+// dead letter or a retry), a failed restore, or a configuration the client
+// refuses.
+//
+// A transactional session whose transaction fails to begin or end is
+// closed and a new one started in its place, after a backoff (250ms,
+// doubling to 30s): franz-go documents End's errors as not retriable on the
+// same session, and after a broker restart the producer can be left fenced
+// or in a failed state. Closing the session revokes every partition
+// (Processor.Revoked); the new session fences the old one's transaction
+// and is assigned partitions again, which restores their state from the
+// changelog. Authorization errors stop the loop.
 func (l *Loop) Run(ctx context.Context) error {
-	var assignErr error
+	pprof.SetGoroutineLabels(pprof.WithLabels(ctx, pprof.Labels("role", l.cfg.Stage)))
+	backoff := minSessionBackoff
+	for {
+		started := time.Now()
+		err := l.session(ctx)
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		var se *sessionError
+		if !errors.As(err, &se) {
+			return err
+		}
+		if time.Since(started) >= sessionBackoffReset {
+			backoff = minSessionBackoff
+		}
+		l.m.restarts.Inc()
+		l.log.Error("transactional session failed; starting a new one", "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxSessionBackoff)
+	}
+}
+
+// sessionError is an error of the transactional session rather than of
+// the processor: Run starts a new session.
+type sessionError struct{ err error }
+
+func (e *sessionError) Error() string { return e.err.Error() }
+func (e *sessionError) Unwrap() error { return e.err }
+
+// sessionFailed wraps err as a sessionError, unless no new session can
+// help (the client is not authorized).
+func sessionFailed(err error) error {
+	for _, fatal := range []error{kerr.TransactionalIDAuthorizationFailed, kerr.GroupAuthorizationFailed,
+		kerr.TopicAuthorizationFailed, kerr.ClusterAuthorizationFailed} {
+		if errors.Is(err, fatal) {
+			return err
+		}
+	}
+	return &sessionError{err}
+}
+
+// session runs one GroupTransactSession until ctx is done (nil), the
+// session fails (a *sessionError) or the processor fails.
+func (l *Loop) session(ctx context.Context) error {
+	var assignErr error // guarded by l.mu
 	opts := append(append([]kgo.Opt(nil), l.cfg.Opts...),
 		kgo.ConsumerGroup(l.cfg.Group),
-		kgo.ConsumeTopics(l.cfg.Topics...),
+		// The topics are added once the transactional id is fenced, below.
 		kgo.TransactionalID(l.cfg.TransactionalID),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		// No RequireStableFetchOffsets: franz-go now sets RequireStable on
@@ -130,16 +216,22 @@ func (l *Loop) Run(ctx context.Context) error {
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.OnPartitionsAssigned(func(ctx context.Context, _ *kgo.Client, m map[string][]int32) {
 			l.log.Info("partitions assigned", "partitions", m)
-			if err := l.proc.Assigned(ctx, m); err != nil {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			if err := l.proc.Assigned(ctx, m); err != nil && assignErr == nil {
 				assignErr = err
 			}
 		}),
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
 			l.log.Info("partitions revoked", "partitions", m)
+			l.mu.Lock()
+			defer l.mu.Unlock()
 			l.proc.Revoked(m)
 		}),
 		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
 			l.log.Warn("partitions lost", "partitions", m)
+			l.mu.Lock()
+			defer l.mu.Unlock()
 			l.proc.Revoked(m)
 		}),
 	)
@@ -147,20 +239,31 @@ func (l *Loop) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: start transactional session: %w", l.cfg.Stage, err)
 	}
-	defer sess.Close()
-	pprof.SetGoroutineLabels(pprof.WithLabels(ctx, pprof.Labels("role", l.cfg.Stage)))
+	// Closing revokes the partitions, which waits for the rebalance to be
+	// allowed.
+	defer sess.CloseAllowingRebalance()
+	// Fence the previous holder of the transactional id (a killed process,
+	// or this loop's failed session) before joining the group: its open
+	// transaction aborts, or completes if it was committing, so that the
+	// restore on assignment reads the changelog as the committed offsets
+	// left it and the group's offset fetch has no pending commit to wait on.
+	if _, _, err := sess.Client().ProducerID(ctx); err != nil {
+		return sessionFailed(fmt.Errorf("%s: fence transactional id %s: %w", l.cfg.Stage, l.cfg.TransactionalID, err))
+	}
+	sess.Client().AddConsumeTopics(l.cfg.Topics...)
 
 	var out []*kgo.Record
 	backoff := 100 * time.Millisecond
 	for {
 		fetches := sess.PollRecords(ctx, l.cfg.MaxBatch)
 		if ctx.Err() != nil {
-			sess.AllowRebalance()
 			return nil
 		}
-		if assignErr != nil {
-			sess.AllowRebalance()
-			return fmt.Errorf("%s: restore state: %w", l.cfg.Stage, assignErr)
+		l.mu.Lock()
+		err := assignErr
+		l.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("%s: restore state: %w", l.cfg.Stage, err)
 		}
 		if fetches.IsClientClosed() {
 			return nil
@@ -171,8 +274,7 @@ func (l *Loop) Run(ctx context.Context) error {
 			continue
 		}
 		if err := sess.Begin(); err != nil {
-			sess.AllowRebalance()
-			return fmt.Errorf("%s: begin transaction: %w", l.cfg.Stage, err)
+			return sessionFailed(fmt.Errorf("%s: begin transaction: %w", l.cfg.Stage, err))
 		}
 		// One transaction takes what arrives within the commit interval, up
 		// to MaxBatch records: polling again inside it is safe, since the
@@ -183,7 +285,9 @@ func (l *Loop) Run(ctx context.Context) error {
 		dead := map[string]int{}
 		for {
 			var fatal0 error
+			l.mu.Lock()
 			out, n, fatal0 = l.process(ctx, fetches, out[:0], n, dead)
+			l.mu.Unlock()
 			for _, r := range out {
 				sess.Produce(ctx, r, nil) // a failed produce makes End abort
 			}
@@ -203,7 +307,9 @@ func (l *Loop) Run(ctx context.Context) error {
 			}
 		}
 		if fatal == nil {
+			l.mu.Lock()
 			out = l.proc.Flush(out[:0])
+			l.mu.Unlock()
 			for _, r := range out {
 				sess.Produce(ctx, r, nil)
 			}
@@ -212,11 +318,14 @@ func (l *Loop) Run(ctx context.Context) error {
 		var retry *RetryError
 		if errors.As(fatal, &retry) {
 			// Abort, rewind to the committed offsets and try again later.
-			if _, err := sess.End(ctx, kgo.TryAbort); err != nil && ctx.Err() == nil {
-				l.log.Warn("abort transaction", "err", err)
+			_, err := l.end(ctx, sess, kgo.TryAbort)
+			l.abort()
+			if ctx.Err() != nil {
+				return nil
 			}
-			l.proc.Abort()
-			l.m.aborted.Inc()
+			if err != nil {
+				return sessionFailed(fmt.Errorf("%s: abort transaction: %w", l.cfg.Stage, err))
+			}
 			sess.AllowRebalance()
 			l.log.Warn("record failed for a reason that may pass; retrying from the committed offsets", "backoff", backoff, "err", fatal)
 			select {
@@ -228,10 +337,12 @@ func (l *Loop) Run(ctx context.Context) error {
 			continue
 		}
 		start := time.Now()
-		committed, err := sess.End(ctx, fatal == nil)
+		committed, err := l.end(ctx, sess, fatal == nil)
 		if committed {
 			backoff = 100 * time.Millisecond
+			l.mu.Lock()
 			l.proc.Commit()
+			l.mu.Unlock()
 			l.m.commit.Observe(time.Since(start).Seconds())
 			l.m.in.Add(float64(n))
 			l.m.out.Add(float64(produced))
@@ -239,22 +350,62 @@ func (l *Loop) Run(ctx context.Context) error {
 				l.m.dead.WithLabelValues(code).Add(float64(c))
 			}
 		} else {
-			l.proc.Abort()
-			l.m.aborted.Inc()
+			l.abort()
 		}
-		sess.AllowRebalance()
-		if fatal != nil {
+		switch {
+		case fatal != nil:
 			return fatal
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			return sessionFailed(fmt.Errorf("%s: end transaction: %w", l.cfg.Stage, err))
 		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			// End's errors are retriable by re-consuming from the committed
-			// offsets, which the session has rewound to.
-			l.log.Warn("transaction not committed; reprocessing from committed offsets", "err", err)
-		}
+		// Not committed without an error: the group revoked or lost
+		// partitions during the transaction, and the session has rewound
+		// to the committed offsets.
+		sess.AllowRebalance()
 	}
+}
+
+// abort drops the processor's staged state after a transaction aborted.
+func (l *Loop) abort() {
+	l.mu.Lock()
+	l.proc.Abort()
+	l.mu.Unlock()
+	l.m.aborted.Inc()
+}
+
+// end ends the open transaction with sess.End, letting the group rebalance
+// if that takes longer than endGrace.
+//
+// Before it commits, End forces a heartbeat and waits for its answer, or
+// for the group to revoke or lose partitions. When the group session has
+// failed (its coordinator went away, as in a broker restart), no heartbeat
+// loop runs to answer, and the group's goroutine, which would report the
+// partitions lost, waits for the AllowRebalance that the loop calls only
+// after End: both wait forever. Allowing the rebalance lets the lost
+// callback run; End then aborts, and the session rejoins the group. Letting
+// a rebalance proceed during End is safe, as in franz-go's own use of the
+// session without BlockRebalanceOnPoll: a revoke or loss before End
+// decides makes it abort, and one after waits until End has returned.
+func (l *Loop) end(ctx context.Context, sess *kgo.GroupTransactSession, commit kgo.TransactionEndTry) (bool, error) {
+	done := make(chan struct{})
+	allowed := make(chan struct{})
+	go func() {
+		defer close(allowed)
+		t := time.NewTimer(l.endGrace)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+			l.log.Warn("transaction not ended in time; allowing the group to rebalance, which it may be waiting for", "after", l.endGrace, "commit", bool(commit))
+			sess.AllowRebalance()
+		}
+	}()
+	committed, err := sess.End(ctx, commit)
+	close(done)
+	<-allowed // no AllowRebalance after this returns, when a poll may block rebalances again
+	return committed, err
 }
 
 // process runs the processor over fetched records, appending outputs
