@@ -65,6 +65,21 @@ type LoopConfig struct {
 	// commits (default 100ms): longer means fewer commits and more
 	// latency; read_committed consumers see outputs only after the commit.
 	CommitInterval time.Duration
+	// InstanceID, when set, makes the loop a static member of its group
+	// (kgo.InstanceID): a restarted instance with the same id takes its
+	// predecessor's place and partitions at once, instead of waiting for the
+	// group to expire the predecessor's session. It must be stable across
+	// restarts and unique in the group, like TransactionalID; the restarted
+	// instance's transactional id fences the predecessor's transaction
+	// before it joins. A static member does not leave the group when it
+	// stops: an instance removed for good keeps its partitions until
+	// SessionTimeout, and one restarted under another id waits that long for
+	// the partitions of its old id.
+	InstanceID string
+	// SessionTimeout is how long the group waits for a member's heartbeat
+	// before it expires the member and gives its partitions to others
+	// (kgo.SessionTimeout; zero keeps kgo's default, 45s).
+	SessionTimeout time.Duration
 	// Opts are the base client options (streams.ClientOpts); the loop adds
 	// group, transaction and read_committed options.
 	Opts []kgo.Opt
@@ -235,6 +250,12 @@ func (l *Loop) session(ctx context.Context) error {
 			l.proc.Revoked(m)
 		}),
 	)
+	if l.cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(l.cfg.InstanceID))
+	}
+	if l.cfg.SessionTimeout > 0 {
+		opts = append(opts, kgo.SessionTimeout(l.cfg.SessionTimeout))
+	}
 	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
 		return fmt.Errorf("%s: start transactional session: %w", l.cfg.Stage, err)

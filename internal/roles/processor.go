@@ -83,10 +83,15 @@ func (e *Env) viewLoop(ctx context.Context, src config.Source, srcSerde *schemas
 }
 
 func (e *Env) loopConfig(stage, topic string) streams.LoopConfig {
+	// The instance names both the transactional id and the static group
+	// membership: a restart under the same --instance fences its
+	// predecessor's transaction and takes its partitions at once.
+	id := e.Cfg.Kafka.ClientID + "." + stage + "." + e.Instance
 	return streams.LoopConfig{
 		Stage:           stage,
 		Group:           e.Cfg.Kafka.ClientID + "." + stage,
-		TransactionalID: e.Cfg.Kafka.ClientID + "." + stage + "." + e.Instance,
+		TransactionalID: id,
+		InstanceID:      id,
 		Topics:          []string{topic},
 		DeadLetterTopic: e.Cfg.DeadLetterTopic(),
 		CommitInterval:  e.Cfg.Kafka.CommitInterval.D(),

@@ -24,11 +24,11 @@
 //
 // Both tests skip under -short. They need Kafka ($WEIR_KAFKA_BROKERS) and the
 // project's Python ($WEIR_PYTHON) with pandas, as `make setup` provides.
-// A processor restarted after kill -9 gets its partitions only once the
-// group coordinator has expired the killed member (franz-go's default 45s
-// session timeout), so each kill costs the kill test about 45s: about 4
-// minutes under `make test`, 16 under `make soak`. A failed test keeps its
-// scratch directory (config, every run's log, the CSVs) and says where; a
-// processor that stops making progress is made to dump its goroutines
-// (SIGQUIT) into its log first.
+// A processor restarted after kill -9 runs under the same --instance, so it
+// is the same static group member: it fences the killed run's transaction,
+// then takes the killed member's place and partitions at once, without
+// waiting for the group coordinator to expire the killed member's session
+// (45s). A failed test keeps its scratch directory (config, every run's
+// log, the CSVs) and says where; a processor that stops making progress is
+// made to dump its goroutines (SIGQUIT) into its log first.
 package faulttest

@@ -48,7 +48,8 @@ var (
 )
 
 // startProcessor starts the processor with the same --instance every time,
-// so that each run's transactional id fences the previous one's.
+// so that each run's transactional id fences the previous one's and each
+// run takes the previous one's place in the group as the same static member.
 func (r *rig) startProcessor() *proc {
 	t := r.t
 	t.Helper()
