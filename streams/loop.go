@@ -52,6 +52,24 @@ type Processor interface {
 	Abort()
 }
 
+// Punctuator is an optional Processor interface for output due without
+// input (windows closing as a quiet partition's watermark advances on the
+// wall clock).
+//
+// When the processor implements it, the loop polls for at most the commit
+// interval, and when a poll returns no records it calls Due; if Due reports
+// true, the loop runs a transaction with no input records: Flush, produce
+// what it appended, End, then Commit or Abort as for any transaction (an
+// abort drops the staged output, and Due is asked again after the next
+// empty poll). Due is called from the loop's goroutine between
+// transactions, never concurrently with the other methods, and only while
+// no records arrive: a transaction with input calls Flush anyway. Output
+// must be for partitions the processor was assigned.
+type Punctuator interface {
+	// Due reports whether Flush has output to write at now with no input.
+	Due(now time.Time) bool
+}
+
 // LoopConfig configures a Loop.
 type LoopConfig struct {
 	Stage           string   // names the stage in metrics, logs and pprof labels
@@ -64,6 +82,8 @@ type LoopConfig struct {
 	// CommitInterval is how long a transaction gathers records before it
 	// commits (default 100ms): longer means fewer commits and more
 	// latency; read_committed consumers see outputs only after the commit.
+	// It is also how often a loop without input asks a Punctuator whether
+	// output is due.
 	CommitInterval time.Duration
 	// InstanceID, when set, makes the loop a static member of its group
 	// (kgo.InstanceID): a restarted instance with the same id takes its
@@ -273,10 +293,11 @@ func (l *Loop) session(ctx context.Context) error {
 	}
 	sess.Client().AddConsumeTopics(l.cfg.Topics...)
 
+	punct, _ := l.proc.(Punctuator)
 	var out []*kgo.Record
 	backoff := 100 * time.Millisecond
 	for {
-		fetches := sess.PollRecords(ctx, l.cfg.MaxBatch)
+		fetches := l.poll(ctx, sess, punct)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -290,7 +311,10 @@ func (l *Loop) session(ctx context.Context) error {
 			return nil
 		}
 		var fatal error
-		if fetches.NumRecords() == 0 {
+		// No records: a transaction with no input if the processor has
+		// output due (Punctuator), else nothing to do.
+		input := fetches.NumRecords() > 0
+		if !input && (punct == nil || !l.due(punct)) {
 			sess.AllowRebalance()
 			continue
 		}
@@ -304,7 +328,7 @@ func (l *Loop) session(ctx context.Context) error {
 		begun := time.Now()
 		var n, produced int
 		dead := map[string]int{}
-		for {
+		for input {
 			var fatal0 error
 			l.mu.Lock()
 			out, n, fatal0 = l.process(ctx, fetches, out[:0], n, dead)
@@ -386,6 +410,25 @@ func (l *Loop) session(ctx context.Context) error {
 		// to the committed offsets.
 		sess.AllowRebalance()
 	}
+}
+
+// poll polls for the next transaction's records. For a Punctuator it
+// returns after the commit interval without records, so that the loop can
+// ask whether output is due.
+func (l *Loop) poll(ctx context.Context, sess *kgo.GroupTransactSession, punct Punctuator) kgo.Fetches {
+	if punct == nil {
+		return sess.PollRecords(ctx, l.cfg.MaxBatch)
+	}
+	pctx, cancel := context.WithTimeout(ctx, l.cfg.CommitInterval)
+	defer cancel()
+	return sess.PollRecords(pctx, l.cfg.MaxBatch)
+}
+
+// due asks the processor whether output is due without input.
+func (l *Loop) due(punct Punctuator) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return punct.Due(time.Now())
 }
 
 // abort drops the processor's staged state after a transaction aborted.

@@ -264,3 +264,77 @@ func TestLoopGroupLostDuringEnd(t *testing.T) {
 		t.Fatalf("out: committed %v, want [a]", got)
 	}
 }
+
+// punctProc is a fakeProc with output due once it was assigned: the next
+// Flush after Due reported it appends one "tick" record to out.
+type punctProc struct {
+	*fakeProc
+	asked   chan struct{} // a signal at each Due call, at most one pending
+	pending bool          // Due reported output that Flush has not written
+	fired   bool
+}
+
+func (p *punctProc) Due(time.Time) bool {
+	select {
+	case p.asked <- struct{}{}:
+	default:
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	assigned := len(p.calls) > 0 && p.calls[0] == "assigned"
+	if !assigned || p.fired {
+		return false
+	}
+	p.fired, p.pending = true, true
+	return true
+}
+
+func (p *punctProc) Flush(out []*kgo.Record) []*kgo.Record {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pending {
+		p.pending = false
+		p.staged++
+		out = append(out, &kgo.Record{Topic: p.out, Partition: 0, Value: []byte("tick")})
+	}
+	return out
+}
+
+var _ Punctuator = (*punctProc)(nil)
+
+// drain empties a signal channel.
+func drain(c chan struct{}) {
+	select {
+	case <-c:
+	default:
+	}
+}
+
+// TestLoopPunctuates checks that a Punctuator's due output is committed
+// with no input at all: the loop polls for at most the commit interval,
+// asks Due, and runs a transaction of what Flush appends.
+func TestLoopPunctuates(t *testing.T) {
+	r := newLoopRig(t)
+	p := &punctProc{fakeProc: newFakeProc("out"), asked: make(chan struct{}, 1)}
+	r.run(p, LoopConfig{CommitInterval: 20 * time.Millisecond}, nil)
+	if n := waitCommit(t, p.fakeProc, 30*time.Second); n != 1 {
+		t.Fatalf("the first commit staged %d records, want the tick", n)
+	}
+	if got := r.committed("out"); len(got) != 1 || got[0] != "tick" {
+		t.Fatalf("out: committed %v, want [tick]", got)
+	}
+	// Due is asked again after the next empty poll, and is false from now
+	// on: no other transaction.
+	drain(p.asked)
+	select {
+	case <-p.asked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Due not asked again within 10s of the tick")
+	}
+	if calls, want := p.callLog(), []string{"assigned", "commit"}; len(calls) != 2 || calls[0] != want[0] || calls[1] != want[1] {
+		t.Fatalf("calls %v, want %v", calls, want)
+	}
+	if got := r.committed("in"); len(got) != 0 {
+		t.Fatalf("in: %v, want nothing", got)
+	}
+}
