@@ -69,14 +69,26 @@ type Task struct {
 	parts map[int32]*partition
 
 	vals []float64
-	outs [][]float64
+	cats []string
 	rows []*schemas.FeatureRow // one per view, reused for every event
 	buf  []byte
+	late []bool // per view: the event was too late for it
+
+	// The record being processed and the output, for emitRow.
+	cur     *kgo.Record
+	curID   string
+	curKey  []byte
+	curTime int64
+	curPart int32
+	curOut  []*kgo.Record
+	emitFn  func(*Row)
+	ownRow  []bool // per view: Rows[vi] holds the event's own row
 
 	projFields []string // key, event time, id, then the other source fields read
 	projection *schemas.Projection
 	proj       []schemas.Value
 	fieldPos   []int // where each engine field's value is in proj
+	catPos     []int // where each categorical field's value is in proj
 	filterPos  []int // where each filter's field's value is in proj
 	repartPos  []int // where each repartition's key is in proj
 
@@ -85,6 +97,11 @@ type Task struct {
 	entities        prometheus.Gauge
 	expired         prometheus.Counter
 	rowsOut         []prometheus.Counter // by view
+	corrections     []prometheus.Counter // by view
+	lateSkipped     []prometheus.Counter // by view
+	timersGauge     prometheus.Gauge
+	stateBytes      prometheus.Counter
+	restoreBytes    prometheus.Counter
 	watermark       *prometheus.GaugeVec // by partition: event time, Unix seconds
 	restoreRecords  prometheus.Counter
 	restoreDuration prometheus.Counter
@@ -98,7 +115,11 @@ type partition struct {
 	staged    map[string]*entityState // nil: the entity expired in this transaction
 	watermark int64                   // greatest accepted event time, committed
 	stagedWM  int64
-	swept     int64 // watermark at the last sweep for expired entities
+	timers    *timers
+	lastEvent time.Time // wall clock of the last event processed
+	// closedWM is the watermark the windows were last advanced to.
+	closedWM, stagedClosedWM int64
+	swept                    int64 // watermark at the last sweep for expired entities
 	// stagedSwept is the watermark of a sweep in this transaction.
 	stagedSwept int64
 }
@@ -123,7 +144,12 @@ func NewTask(cfg TaskConfig, srcSerde, rowSerde *schemas.Serde, log *slog.Logger
 		cfg: cfg, eng: eng, srcSerde: srcSerde, rowSerde: rowSerde, hooks: hooks, log: log, now: now,
 		parts:           map[int32]*partition{},
 		vals:            make([]float64, eng.NumValues()),
-		outs:            eng.NewOutput(),
+		cats:            make([]string, len(eng.CatFields())),
+		late:            make([]bool, eng.NumViews()),
+		ownRow:          make([]bool, eng.NumViews()),
+		timersGauge:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_processor_window_timers", Help: "Entities with windows waiting to close or be purged.", ConstLabels: l}),
+		stateBytes:      prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_processor_changelog_bytes_total", Help: "Bytes of state written to the changelog (staged: an abort replays them); its rate is the changelog write rate.", ConstLabels: l}),
+		restoreBytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_processor_restore_bytes_total", Help: "Changelog bytes read while restoring state.", ConstLabels: l}),
 		entities:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_processor_entities", Help: "Entities held in processor state.", ConstLabels: l}),
 		restoreRecords:  prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_processor_restore_records_total", Help: "Changelog records read while restoring state.", ConstLabels: l}),
 		restoreDuration: prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_processor_restore_seconds_total", Help: "Time spent restoring state from the changelog.", ConstLabels: l}),
@@ -133,8 +159,12 @@ func NewTask(cfg TaskConfig, srcSerde, rowSerde *schemas.Serde, log *slog.Logger
 		t.ttl = max(t.ttl, v.TTL.D().Milliseconds())
 	}
 	rows := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_processor_rows_total", Help: "Feature rows emitted (staged; a transaction abort replays them).", ConstLabels: l}, []string{"view"})
+	corr := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_processor_corrections_total", Help: "Feature rows emitted again with corrected values after a late event (staged).", ConstLabels: l}, []string{"view"})
+	late := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_processor_late_total", Help: "Events a view skipped as later than its allowed lateness (events no view took are dead-lettered with reason late).", ConstLabels: l}, []string{"view"})
 	for _, v := range cfg.Views {
 		t.rowsOut = append(t.rowsOut, rows.WithLabelValues(v.Name))
+		t.corrections = append(t.corrections, corr.WithLabelValues(v.Name))
+		t.lateSkipped = append(t.lateSkipped, late.WithLabelValues(v.Name))
 	}
 	t.watermark = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "weir_processor_watermark_seconds", Help: "Greatest committed event time of the source partition (Unix seconds); time() minus it is the watermark delay.", ConstLabels: l}, []string{"partition"})
 	// Project each source field once: a field may be aggregated and filtered on.
@@ -154,6 +184,9 @@ func NewTask(cfg TaskConfig, srcSerde, rowSerde *schemas.Serde, log *slog.Logger
 	}
 	for _, f := range eng.Filters() {
 		t.filterPos = append(t.filterPos, pos(f.Field))
+	}
+	for _, f := range eng.CatFields() {
+		t.catPos = append(t.catPos, pos(f))
 	}
 	for _, r := range cfg.Repartitions {
 		if r.Partitions < 1 {
@@ -178,12 +211,13 @@ func NewTask(cfg TaskConfig, srcSerde, rowSerde *schemas.Serde, log *slog.Logger
 		t.rows = append(t.rows, row)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{t.entities, t.expired, t.restoreRecords, t.restoreDuration, rows, t.watermark} {
+		for _, c := range []prometheus.Collector{t.entities, t.expired, t.restoreRecords, t.restoreDuration, rows, t.watermark, corr, late, t.timersGauge, t.stateBytes, t.restoreBytes} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("processors: register metrics: %w", err)
 			}
 		}
 	}
+	t.emitFn = t.emitRow
 	return t, nil
 }
 
@@ -201,6 +235,9 @@ func (t *Task) Process(ctx context.Context, rec *kgo.Record, out []*kgo.Record) 
 	}
 	if len(rec.Key) == 0 {
 		return out, streams.Dead(streams.ReasonMissingKey, errors.New("record has no key"))
+	}
+	if rec.Key[len(rec.Key)-1] <= kindEvent {
+		return out, streams.Dead(streams.ReasonMissingKey, fmt.Errorf("entity key %q ends in a control byte, which the changelog's keys reserve", rec.Key))
 	}
 	vals := t.proj
 	if err := t.projection.Project(ctx, rec.Value, vals); err != nil {
@@ -246,49 +283,102 @@ func (t *Task) Process(ctx context.Context, rec *kgo.Record, out []*kgo.Record) 
 			t.vals[nf+i] = 1
 		}
 	}
+	for i, f := range t.eng.CatFields() {
+		switch v := vals[t.catPos[i]]; v.Kind {
+		case schemas.KindBytes:
+			t.cats[i] = string(v.Bytes)
+		case schemas.KindLong:
+			t.cats[i] = strconv.FormatInt(v.Long, 10)
+		default:
+			return out, streams.Dead(streams.ReasonUndecodable, fmt.Errorf("field %q is missing or not a string", f))
+		}
+	}
 	key := string(rec.Key)
 	id := string(vals[2].Bytes)
 
-	st, ok := p.staged[key]
-	if !ok {
-		if c := p.committed[key]; c != nil {
-			st = c.clone()
-		}
-	}
-	st, err := t.eng.Apply(st, ts, t.vals, t.outs)
+	st := p.stage(key)
+	t.cur, t.curID, t.curKey, t.curTime, t.curPart, t.curOut = rec, id, rec.Key, ts, rec.Partition, out
+	clear(t.ownRow)
+	st, err := t.eng.Apply(st, Input{Time: ts, Offset: rec.Offset, Vals: t.vals, Cats: t.cats, Watermark: p.wm(t.eng)}, t.emitFn, t.late)
+	out, t.curOut = t.curOut, nil
 	if err != nil {
 		if errors.Is(err, ErrLate) {
 			return out, streams.Dead(streams.ReasonLate, err)
 		}
 		return out, err
 	}
+	for vi, l := range t.late {
+		if l {
+			t.lateSkipped[vi].Inc()
+		}
+	}
 	p.staged[key] = st
 	p.stagedWM = max(p.stagedWM, ts)
-
-	// The rows are the task's, reused for every event: hooks must not keep them.
-	ev := Event{Key: key, ID: id, Time: ts, Partition: rec.Partition, Offset: rec.Offset, Rows: t.rows}
-	known := t.now().UnixMilli()
-	keyBytes := rec.Key
-	for vi, row := range t.rows {
-		row.Entity, row.EventTime, row.KnownTime = key, ts, known
-		row.SourceTopic, row.SourcePartition, row.SourceOffset, row.EventID = rec.Topic, rec.Partition, rec.Offset, id
-		for fi := range row.Values {
-			row.Values[fi].Value = t.outs[vi][fi]
-		}
-		t.buf = schemas.AppendFeatureRow(t.rowSerde.AppendHeader(t.buf[:0]), row)
-		out = append(out, &kgo.Record{Topic: t.cfg.FeatureTopics[vi], Partition: rec.Partition, Key: keyBytes, Value: slices.Clone(t.buf)})
-		t.rowsOut[vi].Inc()
+	p.lastEvent = time.Now()
+	if t.eng.HasTimers() {
+		p.timers.set(key, t.eng.NextTimer(st))
 	}
 	for i, r := range t.cfg.Repartitions {
 		k := slices.Clone(vals[t.repartPos[i]].Bytes)
 		out = append(out, &kgo.Record{Topic: r.Topic, Partition: Partition(k, r.Partitions), Key: k, Value: rec.Value, Headers: rec.Headers})
 	}
+	if len(t.hooks) == 0 {
+		return out, nil
+	}
+	// The rows are the task's, reused for every event: hooks must not keep
+	// them. A view's row is the event's own only if the view emitted one.
+	ev := Event{Key: key, ID: id, Time: ts, Partition: rec.Partition, Offset: rec.Offset, Rows: t.eventRows()}
 	for _, h := range t.hooks {
 		if out, err = h(ctx, &ev, out); err != nil {
 			return out, err
 		}
 	}
 	return out, nil
+}
+
+// eventRows are the rows of the views that emitted the event's own row
+// (sliding views, and windowed views that emit on update).
+func (t *Task) eventRows() []*schemas.FeatureRow {
+	all := true
+	for _, own := range t.ownRow {
+		all = all && own
+	}
+	if all {
+		return t.rows
+	}
+	var rows []*schemas.FeatureRow
+	for vi, own := range t.ownRow {
+		if own {
+			rows = append(rows, t.rows[vi])
+		}
+	}
+	return rows
+}
+
+// emitRow turns an engine row into a feature row record on the current
+// record's partition. Rows of timers (no current record) carry no event id.
+func (t *Task) emitRow(r *Row) {
+	row := t.rows[r.View]
+	row.Entity, row.EventTime, row.KnownTime = string(t.curKey), r.Time, t.now().UnixMilli()
+	row.SourceTopic, row.SourcePartition, row.SourceOffset = t.cfg.Source.Topic, t.curPart, r.Offset
+	row.WindowStart, row.WindowEnd, row.RevisesOffset = r.WindowStart, r.WindowEnd, r.Revises
+	row.EventID = ""
+	if t.cur != nil && r.Offset == t.cur.Offset {
+		row.EventID = t.curID
+		if r.Revises < 0 && r.Time == t.curTime {
+			t.ownRow[r.View] = true // a sliding row, or a window's update row
+		}
+	}
+	for fi := range row.Values {
+		v := &r.Values[fi]
+		row.Values[fi].Value, row.Values[fi].List, row.Values[fi].Labels = v.Value, v.List, v.Labels
+	}
+	t.buf = schemas.AppendFeatureRow(t.rowSerde.AppendHeader(t.buf[:0]), row)
+	t.curOut = append(t.curOut, &kgo.Record{Topic: t.cfg.FeatureTopics[r.View], Partition: t.curPart, Key: t.curKey, Value: slices.Clone(t.buf)})
+	t.rowsOut[r.View].Inc()
+	if r.Revises >= 0 {
+		t.corrections[r.View].Inc()
+	}
 }
 
 func (t *Task) checkTime(p *partition, ts int64) error {
@@ -310,18 +400,111 @@ func (t *Task) checkTime(p *partition, ts int64) error {
 // changed in the transaction, keyed by entity, on the source partition's
 // changelog partition.
 func (t *Task) Flush(out []*kgo.Record) []*kgo.Record {
-	n := t.eng.NumValues()
+	now := time.Now()
 	for part, p := range t.parts {
-		t.expire(p)
-		for key, st := range p.staged {
-			rec := &kgo.Record{Topic: t.cfg.ChangelogTopic, Partition: part, Key: []byte(key)}
-			if st != nil { // nil: expired, written as a tombstone
-				rec.Value = appendState(nil, st, n, t.eng.fingerprint)
-			}
-			out = append(out, rec)
+		if t.eng.HasTimers() {
+			out = t.fireTimers(part, p, t.timerWatermark(p, now), out)
 		}
+		t.expire(p)
+		var size int
+		for key, st := range p.staged {
+			n := len(out)
+			out = t.eng.appendChangelog(out, t.cfg.ChangelogTopic, part, key, p.committed[key], st)
+			for _, r := range out[n:] {
+				size += len(r.Key) + len(r.Value)
+			}
+		}
+		t.stateBytes.Add(float64(size))
 	}
 	return out
+}
+
+// stage returns the entity's state for this transaction: its staged copy,
+// or a private copy of its committed state (nil if none or expired).
+func (p *partition) stage(key string) *entityState {
+	if st, ok := p.staged[key]; ok {
+		return st
+	}
+	if c := p.committed[key]; c != nil {
+		return c.clone()
+	}
+	return nil
+}
+
+// wm is the partition's watermark as of this transaction: its newest event
+// time minus the out-of-orderness; MinInt64 before its first event.
+func (p *partition) wm(e *Engine) int64 {
+	newest := max(p.watermark, p.stagedWM)
+	if newest == 0 {
+		return math.MinInt64
+	}
+	return newest - e.OutOfOrder()
+}
+
+// timerWatermark is the watermark windows close at in partition p: its own,
+// or, once it has been idle (no events) for the source's idle timeout, at
+// least the least watermark of the task's partitions that are not idle, so
+// a quiet partition's windows still close.
+func (t *Task) timerWatermark(p *partition, now time.Time) int64 {
+	wm := p.wm(t.eng)
+	idle := t.cfg.Source.IdleTimeout.D()
+	if idle <= 0 || now.Sub(p.lastEvent) < idle {
+		return wm
+	}
+	others := int64(math.MaxInt64)
+	for _, o := range t.parts {
+		if o != p && now.Sub(o.lastEvent) < idle {
+			if w := o.wm(t.eng); w != math.MinInt64 {
+				others = min(others, w)
+			}
+		}
+	}
+	if others == math.MaxInt64 {
+		return wm
+	}
+	return max(wm, others)
+}
+
+// fireTimers advances the windows of the partition's entities that are due
+// at watermark wm, emitting final rows.
+func (t *Task) fireTimers(part int32, p *partition, wm int64, out []*kgo.Record) []*kgo.Record {
+	if wm == math.MinInt64 || wm <= max(p.closedWM, p.stagedClosedWM) {
+		return out
+	}
+	t.cur, t.curPart, t.curOut = nil, part, out
+	p.timers.due(wm, func(key string) {
+		st := p.stage(key)
+		if st == nil {
+			p.timers.set(key, math.MaxInt64)
+			return
+		}
+		t.curKey = []byte(key)
+		next, changed := t.eng.Advance(st, wm, t.emitFn)
+		if changed {
+			p.staged[key] = st
+		}
+		p.timers.set(key, next)
+	})
+	p.stagedClosedWM = wm
+	out, t.curOut = t.curOut, nil
+	return out
+}
+
+// Due reports whether a partition has windows to close without new input:
+// a partition gone idle whose watermark now follows the others'
+// (streams.Punctuator).
+func (t *Task) Due(now time.Time) bool {
+	if !t.eng.HasTimers() {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, p := range t.parts {
+		if wm := t.timerWatermark(p, now); wm != math.MinInt64 && wm > max(p.closedWM, p.stagedClosedWM) && p.timers.min() <= wm {
+			return true
+		}
+	}
+	return false
 }
 
 // sweepEvery is how much the partition watermark advances between sweeps
@@ -338,8 +521,11 @@ func (t *Task) expire(p *partition) {
 	}
 	horizon := wm - t.ttl
 	for key, st := range p.committed {
-		if _, touched := p.staged[key]; !touched && st.maxTime < horizon {
+		if _, touched := p.staged[key]; !touched && st.maxTime < horizon && !st.openWindows() {
 			p.staged[key] = nil
+			if t.eng.HasTimers() {
+				p.timers.set(key, math.MaxInt64)
+			}
 		}
 	}
 	p.stagedSwept = wm
@@ -347,7 +533,7 @@ func (t *Task) expire(p *partition) {
 
 // Commit implements streams.Processor.
 func (t *Task) Commit() {
-	var n int
+	var n, timers int
 	for _, p := range t.parts {
 		for k, st := range p.staged {
 			if st == nil {
@@ -360,8 +546,12 @@ func (t *Task) Commit() {
 		clear(p.staged)
 		p.watermark = max(p.watermark, p.stagedWM)
 		p.swept = max(p.swept, p.stagedSwept)
+		p.closedWM = max(p.closedWM, p.stagedClosedWM)
+		p.timers.commit()
 		n += len(p.committed)
+		timers += p.timers.len()
 	}
+	t.timersGauge.Set(float64(timers))
 	for part, p := range t.parts {
 		t.watermark.WithLabelValues(strconv.Itoa(int(part))).Set(float64(p.watermark) / 1000)
 	}
@@ -374,6 +564,8 @@ func (t *Task) Abort() {
 		clear(p.staged)
 		p.stagedWM = p.watermark
 		p.stagedSwept = p.swept
+		p.stagedClosedWM = p.closedWM
+		p.timers.abort()
 	}
 }
 
@@ -411,10 +603,54 @@ func (t *Task) Assigned(ctx context.Context, m map[string][]int32) error {
 	return nil
 }
 
+// settleWait bounds how long a restore waits for transactions open on the
+// changelog to finish.
+const settleWait = 10 * time.Second
+
+// settledEnds returns the changelog partitions' last stable offsets once no
+// transaction is open on them, or after settleWait. A previous owner's last
+// transaction is committed to the group's offsets and to the changelog by
+// separate markers: the offsets this instance resumes from may already
+// include it while its changelog marker is still on the way, and restoring
+// only to the stable offset then would miss its state. A transaction still
+// open after settleWait belongs to a dead instance and will be aborted.
+func (t *Task) settledEnds(ctx context.Context, adm *kadm.Client, parts []int32) (kadm.ListedOffsets, error) {
+	deadline := time.Now().Add(settleWait)
+	for {
+		stable, err := adm.ListCommittedOffsets(ctx, t.cfg.ChangelogTopic)
+		if err != nil {
+			return nil, fmt.Errorf("restore: list stable offsets of %s: %w", t.cfg.ChangelogTopic, err)
+		}
+		high, err := adm.ListEndOffsets(ctx, t.cfg.ChangelogTopic)
+		if err != nil {
+			return nil, fmt.Errorf("restore: list end offsets of %s: %w", t.cfg.ChangelogTopic, err)
+		}
+		open := 0
+		for _, p := range parts {
+			s, _ := stable.Lookup(t.cfg.ChangelogTopic, p)
+			h, _ := high.Lookup(t.cfg.ChangelogTopic, p)
+			if s.Offset < h.Offset {
+				open++
+			}
+		}
+		if open == 0 || time.Now().After(deadline) {
+			if open > 0 {
+				t.log.Warn("restoring to the last stable offset with transactions still open on the changelog (a dead instance's, to be aborted)", "source", t.cfg.Source.Name, "partitions", open)
+			}
+			return stable, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 func (t *Task) restore(ctx context.Context, parts []int32) (map[int32]*partition, int, error) {
 	out := make(map[int32]*partition, len(parts))
 	for _, p := range parts {
-		out[p] = &partition{committed: map[string]*entityState{}, staged: map[string]*entityState{}}
+		out[p] = newPartition()
 	}
 	cl, err := kgo.NewClient(t.cfg.Opts...)
 	if err != nil {
@@ -422,9 +658,9 @@ func (t *Task) restore(ctx context.Context, parts []int32) (map[int32]*partition
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	ends, err := adm.ListCommittedOffsets(ctx, t.cfg.ChangelogTopic)
+	ends, err := t.settledEnds(ctx, adm, parts)
 	if err != nil {
-		return nil, 0, fmt.Errorf("restore: list stable offsets of %s: %w", t.cfg.ChangelogTopic, err)
+		return nil, 0, err
 	}
 	starts, err := adm.ListStartOffsets(ctx, t.cfg.ChangelogTopic)
 	if err != nil {
@@ -455,8 +691,11 @@ func (t *Task) restore(ctx context.Context, parts []int32) (map[int32]*partition
 		return nil, 0, fmt.Errorf("restore: consumer: %w", err)
 	}
 	defer rc.Close()
-	n := t.eng.NumValues()
-	records := 0
+	records, size := 0, 0
+	restorers := map[int32]*restorer{}
+	for _, p := range parts {
+		restorers[p] = t.eng.newRestorer()
+	}
 	lastLog := time.Now()
 	for len(want) > 0 {
 		fs := rc.PollFetches(ctx)
@@ -474,16 +713,16 @@ func (t *Task) restore(ctx context.Context, parts []int32) (map[int32]*partition
 			if !ok {
 				return
 			}
-			if r.Attrs.IsControl() {
-				// markers end transactions; nothing to apply
-			} else if len(r.Value) == 0 {
-				delete(out[r.Partition].committed, string(r.Key))
-			} else if st, err := decodeState(r.Value, n, t.eng.fingerprint); err != nil {
-				derr = fmt.Errorf("restore: %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, err)
-			} else {
-				out[r.Partition].committed[string(r.Key)] = st
-				out[r.Partition].watermark = max(out[r.Partition].watermark, st.maxTime)
+			if !r.Attrs.IsControl() { // markers end transactions; nothing to apply
+				var v []byte
+				if len(r.Value) > 0 {
+					v = r.Value
+				}
+				if err := restorers[r.Partition].apply(r.Key, v); err != nil && derr == nil {
+					derr = fmt.Errorf("restore: %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, err)
+				}
 				records++
+				size += len(r.Key) + len(r.Value)
 			}
 			if r.Offset >= end-1 {
 				delete(want, r.Partition)
@@ -493,11 +732,33 @@ func (t *Task) restore(ctx context.Context, parts []int32) (map[int32]*partition
 			return nil, 0, derr
 		}
 		if time.Since(lastLog) > 5*time.Second {
-			t.log.Info("restoring state", "source", t.cfg.Source.Name, "records", records, "partitions_left", len(want))
+			t.log.Info("restoring state", "source", t.cfg.Source.Name, "records", records, "bytes", size, "partitions_left", len(want))
 			lastLog = time.Now()
 		}
 	}
+	for part, r := range restorers {
+		p := out[part]
+		p.committed = r.finish()
+		for _, st := range p.committed {
+			p.watermark = max(p.watermark, st.maxTime)
+		}
+	}
+	for _, p := range out {
+		if t.eng.HasTimers() {
+			for key, st := range p.committed {
+				if at := t.eng.NextTimer(st); at != math.MaxInt64 {
+					p.timers.set(key, at)
+				}
+			}
+			p.timers.commit()
+		}
+	}
+	t.restoreBytes.Add(float64(size))
 	return out, records, nil
+}
+
+func newPartition() *partition {
+	return &partition{committed: map[string]*entityState{}, staged: map[string]*entityState{}, timers: newTimers(), lastEvent: time.Now()}
 }
 
 // holds evaluates a where-filter on a projected source value.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -40,7 +41,7 @@ func BenchmarkProcess(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		r := recs[i%len(recs)]
 		if i > 0 && i%len(recs) == 0 { // start the stream over, a day later
-			task.parts[0] = &partition{committed: map[string]*entityState{}, staged: map[string]*entityState{}}
+			task.parts[0] = newPartition()
 		}
 		if out, err = task.Process(ctx, r, out[:0]); err != nil {
 			b.Fatal(err)
@@ -88,12 +89,17 @@ func newMemTaskFrom(tb testing.TB, path string) (*Task, *schemas.Serde, config.S
 	if err != nil {
 		tb.Fatal(err)
 	}
-	task, err := NewTask(TaskConfig{Source: src, Views: cfg.ViewsOf(src.Name), Entities: cfg.Entities,
-		FeatureTopics: []string{"f"}, ChangelogTopic: "c"}, txn, rows, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	views := cfg.ViewsOfEntity(src.Name, "card")
+	topics := []string{"f"}
+	for i := 1; i < len(views); i++ {
+		topics = append(topics, fmt.Sprint("f", i))
+	}
+	task, err := NewTask(TaskConfig{Source: src, Views: views, Entities: cfg.Entities,
+		FeatureTopics: topics, ChangelogTopic: "c"}, txn, rows, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	task.parts[0] = &partition{committed: map[string]*entityState{}, staged: map[string]*entityState{}}
+	task.parts[0] = newPartition()
 	return task, txn, src
 }
 
@@ -117,11 +123,14 @@ func TestEntityExpiry(t *testing.T) {
 		}
 		return out[0]
 	}
-	tombstones := func(recs []*kgo.Record) []string {
+	tombstones := func(recs []*kgo.Record) []string { // the entities whose every record is deleted
 		var keys []string
 		for _, r := range recs {
 			if r.Topic == "c" && r.Value == nil {
-				keys = append(keys, string(r.Key))
+				k := string(r.Key[:len(r.Key)-9])
+				if !slices.Contains(keys, k) {
+					keys = append(keys, k)
+				}
 			}
 		}
 		return keys
@@ -192,5 +201,71 @@ func TestWhereThroughTask(t *testing.T) {
 	}
 	if got["txn_count_1h"] != 3 || got["foreign_count_1h"] != 2 || got["big_count_1h"] != 2 {
 		t.Fatalf("features after GB 600, FR 20, NG 700: %v", got)
+	}
+}
+
+// TestIdlePartitionClosesWindows checks that a partition without events
+// for the idle timeout closes its windows at the busy partitions'
+// watermark: Due reports it, and Flush emits the final row, with no input.
+func TestIdlePartitionClosesWindows(t *testing.T) {
+	ctx := context.Background()
+	task, txn, src := newMemTaskFrom(t, "../internal/config/testdata/windows.good.yaml")
+	task.parts[1] = newPartition()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	send := func(part int32, card string, ts, offset int64) {
+		t.Helper()
+		v, err := txn.Encode(&schemas.Transaction{TxnID: fmt.Sprint("t", offset), CardID: card, MerchantID: "m", Amount: 10, EventTime: ts})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := task.Process(ctx, &kgo.Record{Topic: src.Topic, Partition: part, Key: []byte(card), Value: v, Offset: offset}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	finals := func(recs []*kgo.Record) []string {
+		var out []string
+		for _, r := range recs {
+			if r.Topic == "c" {
+				continue
+			}
+			var row schemas.FeatureRow
+			if err := task.rowSerde.Decode(ctx, r.Value, &row); err != nil {
+				t.Fatal(err)
+			}
+			if row.View == "card_hourly" && row.EventTime == row.WindowEnd-1 {
+				out = append(out, fmt.Sprintf("%s/%d:%s:n=%v", r.Topic, r.Partition, row.Entity, row.Values[0].Value))
+			}
+		}
+		return out
+	}
+	send(0, "a", t0+60_000, 0)
+	send(0, "a", t0+120_000, 1)
+	task.Flush(nil)
+	task.Commit()
+	send(1, "b", t0+2*time.Hour.Milliseconds(), 0)
+	task.Flush(nil)
+	task.Commit()
+	now := time.Now()
+	if task.Due(now) {
+		t.Fatal("due while partition 0 is not idle yet")
+	}
+	task.parts[0].lastEvent = now.Add(-time.Minute) // idle_timeout is 30s by default
+	if !task.Due(now) {
+		t.Fatal("not due with partition 0 idle behind partition 1's watermark")
+	}
+	out := task.Flush(nil)
+	if got := finals(out); fmt.Sprint(got) != "[f1/0:a:n=2]" {
+		t.Fatalf("final rows %v, want card a's hour on partition 0", got)
+	}
+	task.Abort() // the transaction failed: the timer must still be there
+	if !task.Due(now) {
+		t.Fatal("an aborted close lost the timer")
+	}
+	if got := finals(task.Flush(nil)); len(got) != 1 {
+		t.Fatalf("after the retry, final rows %v", got)
+	}
+	task.Commit()
+	if task.Due(now) {
+		t.Fatal("still due after the close committed")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -171,8 +172,9 @@ type srcEvent struct {
 }
 
 // oracle recomputes every feature row from the raw topic by brute force: for
-// each accepted event, scan all earlier accepted events of its card in its
-// partition. It shares no code with the engine.
+// each accepted event, scan all accepted events of its card in its partition
+// at or before it in (time, offset) order. It shares no code with the
+// engine.
 func (f *fixture) oracle(t *testing.T, raw []*kgo.Record) map[[2]int64][]float64 {
 	t.Helper()
 	byPart := map[int32][]srcEvent{}
@@ -185,11 +187,11 @@ func (f *fixture) oracle(t *testing.T, raw []*kgo.Record) map[[2]int64][]float64
 	}
 	want := map[[2]int64][]float64{}
 	for _, evs := range byPart {
-		for i, e := range evs {
+		for _, e := range evs {
 			var c5, s5, c1, s1 float64
 			mx := math.Inf(-1)
-			for _, p := range evs[:i+1] {
-				if p.card != e.card || p.time > e.time {
+			for _, p := range evs {
+				if p.card != e.card || p.time > e.time || (p.time == e.time && p.offset > e.offset) {
 					continue
 				}
 				if p.time > e.time-5*60*1000 {
@@ -208,19 +210,75 @@ func (f *fixture) oracle(t *testing.T, raw []*kgo.Record) map[[2]int64][]float64
 	return want
 }
 
+// finalRows decodes feature rows and keeps each event's last version, by
+// the (partition, offset) of the event: a row's own source position, or the
+// one a correction revises. It fails on two first versions of one event.
+func (f *fixture) finalRows(t *testing.T, rows []*kgo.Record) map[[2]int64]*schemas.FeatureRow {
+	t.Helper()
+	out := map[[2]int64]*schemas.FeatureRow{}
+	for _, r := range rows {
+		row := new(schemas.FeatureRow)
+		if err := f.rows.Decode(context.Background(), r.Value, row); err != nil {
+			t.Fatal(err)
+		}
+		k := [2]int64{int64(row.SourcePartition), row.SourceOffset}
+		if row.RevisesOffset >= 0 {
+			k[1] = row.RevisesOffset
+			if out[k] == nil {
+				t.Fatalf("a correction of source %v before its first version", k)
+			}
+		} else if out[k] != nil {
+			t.Fatalf("duplicate feature row for source %v", k)
+		}
+		out[k] = row
+	}
+	return out
+}
+
+// consumeFirst reads feature rows until want events have their first version.
+func (f *fixture) consumeFirst(t *testing.T, topic string, want int, timeout time.Duration) []*kgo.Record {
+	t.Helper()
+	return f.consumeRows(t, topic, want, func(r *schemas.FeatureRow) bool { return r.RevisesOffset < 0 }, timeout)
+}
+
+// consumeRows reads feature rows until want of them satisfy count.
+func (f *fixture) consumeRows(t *testing.T, topic string, want int, count func(*schemas.FeatureRow) bool, timeout time.Duration) []*kgo.Record {
+	t.Helper()
+	opts, _ := streams.ClientOpts(f.cfg.Kafka)
+	cl, err := kgo.NewClient(append(opts, kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var out []*kgo.Record
+	for counted := 0; counted < want; {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("%s: %d of %d rows after %s", topic, counted, want, timeout)
+		}
+		for _, r := range fs.Records() {
+			var row schemas.FeatureRow
+			if err := f.rows.Decode(ctx, r.Value, &row); err != nil {
+				t.Fatal(err)
+			}
+			if count(&row) {
+				counted++
+			}
+			out = append(out, r)
+		}
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel2()
+	return append(out, cl.PollFetches(ctx2).Records()...)
+}
+
 func (f *fixture) check(t *testing.T, raw, rows []*kgo.Record) {
 	t.Helper()
 	want := f.oracle(t, raw)
 	seen := map[[2]int64]bool{}
-	for _, r := range rows {
-		var row schemas.FeatureRow
-		if err := f.rows.Decode(context.Background(), r.Value, &row); err != nil {
-			t.Fatal(err)
-		}
-		k := [2]int64{int64(row.SourcePartition), row.SourceOffset}
-		if seen[k] {
-			t.Fatalf("duplicate feature row for source %v", k)
-		}
+	for k, row := range f.finalRows(t, rows) {
 		seen[k] = true
 		w, ok := want[k]
 		if !ok {
@@ -262,7 +320,7 @@ func TestExactlyOnceAcrossRestarts(t *testing.T) {
 			}
 			continue
 		}
-		rows := f.consume(t, f.cfg.FeaturesTopic("card_activity"), n, time.Until(deadline))
+		rows := f.consumeFirst(t, f.cfg.FeaturesTopic("card_activity"), n, time.Until(deadline))
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatal(err)
@@ -344,7 +402,7 @@ func TestRegistryOutageRetries(t *testing.T) {
 	}
 	go srv.Serve(l)
 	defer l.Close()
-	rows := f.consume(t, f.cfg.FeaturesTopic("card_activity"), n, time.Minute)
+	rows := f.consumeFirst(t, f.cfg.FeaturesTopic("card_activity"), n, time.Minute)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -422,16 +480,16 @@ func TestScaleOutAndIn(t *testing.T) {
 	}
 	produce(n / 3)
 	stopA, doneA := run("a")
-	f.consume(t, f.cfg.FeaturesTopic("card_activity"), produced, time.Minute)
+	f.consumeFirst(t, f.cfg.FeaturesTopic("card_activity"), produced, time.Minute)
 	produce(n / 3)
 	stopB, doneB := run("b") // scale out: a rebalance hands b some of a's partitions
-	f.consume(t, f.cfg.FeaturesTopic("card_activity"), produced, time.Minute)
+	f.consumeFirst(t, f.cfg.FeaturesTopic("card_activity"), produced, time.Minute)
 	stopA() // scale in: b takes over the rest, restoring their state
 	if err := <-doneA; err != nil {
 		t.Fatalf("instance a: %v", err)
 	}
 	produce(n - produced)
-	rows := f.consume(t, f.cfg.FeaturesTopic("card_activity"), produced, 2*time.Minute)
+	rows := f.consumeFirst(t, f.cfg.FeaturesTopic("card_activity"), produced, 2*time.Minute)
 	stopB()
 	if err := <-doneB; err != nil {
 		t.Fatalf("instance b: %v", err)
@@ -496,7 +554,7 @@ func TestRepartitionedEntity(t *testing.T) {
 	done := make(chan error, 2)
 	go func() { done <- loop("cards", src.Topic, srcTask).Run(ctx) }()
 	go func() { done <- loop("merchants", repart, task).Run(ctx) }()
-	rows := f.consume(t, featTopic, st.Transactions, 2*time.Minute)
+	rows := f.consumeFirst(t, featTopic, st.Transactions, 2*time.Minute)
 	cancel()
 	for range 2 {
 		if err := <-done; err != nil {
@@ -532,20 +590,18 @@ func TestRepartitionedEntity(t *testing.T) {
 		t.Fatalf("%d events in the repartition topic, %d accepted at the source", len(seen), st.Transactions)
 	}
 	got := 0
-	for _, r := range rows {
-		var row schemas.FeatureRow
-		if err := f.rows.Decode(ctx, r.Value, &row); err != nil {
-			t.Fatal(err)
-		}
-		i, ok := index[[2]int64{int64(row.SourcePartition), row.SourceOffset}]
+	for k, row := range f.finalRows(t, rows) {
+		i, ok := index[k]
 		if !ok || row.SourceTopic != repart {
 			t.Fatalf("row derives from %s/%d@%d, not a repartitioned event", row.SourceTopic, row.SourcePartition, row.SourceOffset)
 		}
 		evs := byPart[row.SourcePartition]
 		e := evs[i]
 		var c, sum float64
-		for _, q := range evs[:i+1] {
-			if q.merchant == e.merchant && q.time <= e.time && q.time > e.time-5*60*1000 {
+		// The final version of a row holds every event at or before it in
+		// (time, offset) order, however late it arrived.
+		for j, q := range evs {
+			if q.merchant == e.merchant && (q.time < e.time || q.time == e.time && j <= i) && q.time > e.time-5*60*1000 {
 				c++
 				sum += q.amount
 			}
@@ -558,4 +614,204 @@ func TestRepartitionedEntity(t *testing.T) {
 	if got != st.Transactions {
 		t.Fatalf("%d merchant rows for %d events", got, st.Transactions)
 	}
+}
+
+// TestWindowedViews runs a tumbling view (emit both) and a session view
+// (emit close) through stop/restart cycles, then checks against a brute-force
+// recomputation: every event has exactly one update row holding its window's
+// running count and sum in processing order, and every window the final
+// watermark of its partition has passed has a final row equal to the batch
+// aggregate over all its events; windows it has not passed have none.
+func TestWindowedViews(t *testing.T) {
+	n := 8000
+	if testing.Short() {
+		n = 3000
+	}
+	const gap = 10 * time.Second
+	f := newFixture(t, 3, func(c *config.Config) {
+		c.Views = append(c.Views,
+			config.View{Name: "card_minutes", Source: "payments", Entity: "card", TTL: config.Duration(time.Hour), Kind: config.KindTumbling,
+				Window: config.Duration(time.Minute), Emit: config.EmitBoth, Features: []config.Feature{
+					{Name: "n", Agg: "count"}, {Name: "spend", Agg: "sum", Field: "amount"}, {Name: "last2", Agg: "last_n", Field: "amount", N: 2}}},
+			config.View{Name: "card_sessions", Source: "payments", Entity: "card", TTL: config.Duration(time.Hour), Kind: config.KindSession,
+				Gap: config.Duration(gap), Emit: config.EmitClose, Features: []config.Feature{
+					{Name: "n", Agg: "count"}, {Name: "spend", Agg: "sum", Field: "amount"}}},
+		)
+	})
+	st := f.produce(t, loadgen.Config{Seed: 11, Cards: 200, EventsPerSecond: 40}, n, 0)
+	rng := rand.New(rand.NewPCG(3, 3))
+	for i := range 3 {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- f.loop(t, "a").Run(ctx) }()
+		time.Sleep(time.Duration(300+rng.IntN(700)) * time.Millisecond)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.loop(t, "a").Run(ctx) }()
+	isUpdate := func(r *schemas.FeatureRow) bool {
+		return r.RevisesOffset < 0 && r.EventID != "" && r.EventTime != r.WindowEnd-1
+	}
+	minutes := f.consumeRows(t, f.cfg.FeaturesTopic("card_minutes"), st.Transactions, isUpdate, 2*time.Minute)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	sessions := f.consumeRows(t, f.cfg.FeaturesTopic("card_sessions"), 1, func(*schemas.FeatureRow) bool { return true }, 30*time.Second)
+
+	raw := f.consume(t, f.cfg.Sources[0].Topic, n, 30*time.Second)
+	type event struct {
+		part        int32
+		off, time   int64
+		card        string
+		amount      float64
+		windowStart int64
+		runN        float64
+		runSpend    float64
+	}
+	byPart := map[int32][]*event{}
+	for _, r := range raw {
+		var tx schemas.Transaction
+		if len(r.Key) == 0 || f.txn.Decode(context.Background(), r.Value, &tx) != nil {
+			continue
+		}
+		byPart[r.Partition] = append(byPart[r.Partition], &event{part: r.Partition, off: r.Offset, time: tx.EventTime, card: tx.CardID, amount: tx.Amount})
+	}
+	type winKey struct {
+		card  string
+		start int64
+	}
+	type agg struct{ n, spend float64 }
+	updates := map[[2]int64]*event{}
+	finals := map[winKey]agg{}               // windows the final watermark passed
+	open := map[winKey]bool{}                // windows it did not
+	sessionFinals := map[winKey][2]float64{} // start -> n, spend (end checked below)
+	sessionEnds := map[winKey]int64{}
+	for _, evs := range byPart {
+		wm := int64(math.MinInt64)
+		for _, e := range evs {
+			wm = max(wm, e.time)
+		}
+		running := map[winKey]*agg{}
+		byCard := map[string][]*event{}
+		for _, e := range evs { // offset order
+			e.windowStart = e.time - e.time%60000
+			k := winKey{e.card, e.windowStart}
+			a := running[k]
+			if a == nil {
+				a = &agg{}
+				running[k] = a
+			}
+			a.n++
+			a.spend += e.amount
+			e.runN, e.runSpend = a.n, a.spend
+			updates[[2]int64{int64(e.part), e.off}] = e
+			byCard[e.card] = append(byCard[e.card], e)
+		}
+		for k, a := range running {
+			if k.start+60000 <= wm {
+				finals[k] = *a
+			} else {
+				open[k] = true
+			}
+		}
+		for card, es := range byCard {
+			sorted := append([]*event(nil), es...)
+			slices.SortStableFunc(sorted, func(a, b *event) int { return cmpInt(a.time, b.time) })
+			for i := 0; i < len(sorted); {
+				j, spend := i, 0.0
+				for ; j < len(sorted) && (j == i || sorted[j].time < sorted[j-1].time+gap.Milliseconds()); j++ {
+					spend += sorted[j].amount
+				}
+				end := sorted[j-1].time + gap.Milliseconds()
+				if end <= wm {
+					k := winKey{card, sorted[i].time}
+					sessionFinals[k] = [2]float64{float64(j - i), spend}
+					sessionEnds[k] = end
+				}
+				i = j
+			}
+		}
+	}
+	near := func(a, b float64) bool { return math.Abs(a-b) <= 1e-6*math.Max(1, math.Abs(b)) }
+	gotUpdates := map[[2]int64]bool{}
+	lastFinal := map[winKey]*schemas.FeatureRow{}
+	for _, r := range minutes {
+		var row schemas.FeatureRow
+		if err := f.rows.Decode(context.Background(), r.Value, &row); err != nil {
+			t.Fatal(err)
+		}
+		k := winKey{row.Entity, row.WindowStart}
+		if isUpdate(&row) {
+			pk := [2]int64{int64(row.SourcePartition), row.SourceOffset}
+			e := updates[pk]
+			if e == nil || gotUpdates[pk] {
+				t.Fatalf("update row for %v: unknown or duplicate", pk)
+			}
+			gotUpdates[pk] = true
+			if row.WindowStart != e.windowStart || row.WindowEnd != e.windowStart+60000 || row.Values[0].Value != e.runN || !near(row.Values[1].Value, e.runSpend) {
+				t.Fatalf("update row %+v for event %+v", row, *e)
+			}
+			continue
+		}
+		if row.EventTime != row.WindowEnd-1 {
+			t.Fatalf("row neither an update nor final: %+v", row)
+		}
+		if open[k] {
+			t.Fatalf("final row for window %v, which the watermark has not passed", k)
+		}
+		if prev := lastFinal[k]; prev != nil && row.RevisesOffset != prev.SourceOffset {
+			t.Fatalf("second final row for %v revises %d, want %d (no late events in this stream: there should be no correction)", k, row.RevisesOffset, prev.SourceOffset)
+		}
+		lastFinal[k] = &row
+	}
+	if len(gotUpdates) != len(updates) {
+		t.Fatalf("%d update rows for %d events", len(gotUpdates), len(updates))
+	}
+	for k, want := range finals {
+		row := lastFinal[k]
+		if row == nil {
+			t.Fatalf("no final row for window %v", k)
+		}
+		if row.Values[0].Value != want.n || !near(row.Values[1].Value, want.spend) {
+			t.Fatalf("final row of %v: n %v spend %v, batch %v %v", k, row.Values[0].Value, row.Values[1].Value, want.n, want.spend)
+		}
+	}
+	if len(lastFinal) != len(finals) {
+		t.Fatalf("%d windows with final rows, %d closed", len(lastFinal), len(finals))
+	}
+	gotSessions := map[winKey]bool{}
+	for _, r := range sessions {
+		var row schemas.FeatureRow
+		if err := f.rows.Decode(context.Background(), r.Value, &row); err != nil {
+			t.Fatal(err)
+		}
+		k := winKey{row.Entity, row.WindowStart}
+		want, ok := sessionFinals[k]
+		if !ok || gotSessions[k] {
+			t.Fatalf("session row %+v: not a closed session of the batch, or twice", row)
+		}
+		gotSessions[k] = true
+		if row.WindowEnd != sessionEnds[k] || row.Values[0].Value != want[0] || !near(row.Values[1].Value, want[1]) {
+			t.Fatalf("session row %+v, batch n %v spend %v end %d", row, want[0], want[1], sessionEnds[k])
+		}
+	}
+	if len(gotSessions) != len(sessionFinals) {
+		t.Fatalf("%d session rows, %d closed sessions in the batch", len(gotSessions), len(sessionFinals))
+	}
+	t.Logf("%d events, %d closed minute windows, %d closed sessions", len(updates), len(finals), len(sessionFinals))
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
