@@ -312,6 +312,7 @@ func NewEngine(src config.Source, views []*config.View, entities []config.Entity
 		}
 		e.views = append(e.views, cv)
 	}
+	e.mergeCountGroups()
 	e.retain = e.maxSlide + e.slideLate + e.outOfOrd
 	nf := len(e.fields)
 	for i := range e.slide {
@@ -337,6 +338,46 @@ func NewEngine(src config.Source, views []*config.View, entities []config.Entity
 		e.rows = append(e.rows, r)
 	}
 	return e, nil
+}
+
+// mergeCountGroups points sliding count features at a group of the same
+// window and filter that reads a numeric field (every event has a value, so
+// its count is the same) and drops the groups left unused: one accumulator
+// less per window in every entity's state.
+func (e *Engine) mergeCountGroups() {
+	for wi := range e.slide {
+		groups := e.slide[wi].groups
+		remap := make([]int, len(groups))
+		for gi, g := range groups {
+			remap[gi] = gi
+			if g.field >= 0 || g.cat >= 0 || g.min || g.max || g.quant || g.lastN > 0 || g.counts {
+				continue
+			}
+			for oi, o := range groups {
+				if oi != gi && o.field >= 0 && o.flag == g.flag {
+					remap[gi] = oi
+					groups[oi].moments = true
+					break
+				}
+			}
+		}
+		var kept []group
+		newIdx := make([]int, len(groups))
+		for gi, g := range groups {
+			if remap[gi] == gi {
+				newIdx[gi] = len(kept)
+				kept = append(kept, g)
+			}
+		}
+		for _, vi := range e.sliding {
+			for fi := range e.views[vi].features {
+				if f := &e.views[vi].features[fi]; f.group >= 0 && f.win == wi {
+					f.group = newIdx[remap[f.group]]
+				}
+			}
+		}
+		e.slide[wi].groups = kept
+	}
 }
 
 // fingerprints hash what the changelog state depends on: the fields and

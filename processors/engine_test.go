@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -614,5 +615,65 @@ func BenchmarkApplyHotKey(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		apply(warm + i)
+	}
+}
+
+// BenchmarkStateSize reports the memory an entity's state takes in the
+// in-memory store (heap bytes per entity) and encoded (the on-disk store's
+// value, bytes per entity), for the workload: three sliding windows
+// (5m, 1h, 24h) with count, sum, mean, min and max of one field each, with
+// 1, 10 or 100 events per entity in the 24h window.
+func BenchmarkStateSize(b *testing.B) {
+	var feats []config.Feature
+	for _, w := range []time.Duration{5 * time.Minute, time.Hour, 24 * time.Hour} {
+		for _, agg := range []string{"count", "sum", "mean", "min", "max"} {
+			f := config.Feature{Name: fmt.Sprintf("%s_%s", agg, w), Agg: agg, Field: "amount", Window: config.Duration(w)}
+			if agg == "count" {
+				f.Field = ""
+			}
+			feats = append(feats, f)
+		}
+	}
+	v := &config.View{Name: "v", Source: "s", Entity: "e", TTL: config.Duration(48 * time.Hour), Features: feats}
+	e, err := NewEngine(config.Source{Name: "s", Key: "k", Lateness: config.Duration(time.Minute)}, []*config.View{v}, []config.Entity{{Name: "e", Key: "k"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, perEntity := range []int{1, 10, 100} {
+		b.Run(fmt.Sprintf("events=%d", perEntity), func(b *testing.B) {
+			const entities = 20_000
+			emit := func(*Row) {}
+			var heap, encoded float64
+			for range b.N {
+				runtime.GC()
+				var before, after runtime.MemStats
+				runtime.ReadMemStats(&before)
+				states := make(map[string]*entityState, entities)
+				for i := range entities {
+					key := fmt.Sprintf("card-%07d", i)
+					var st *entityState
+					for j := range perEntity {
+						ts := int64(j) * (23 * time.Hour / time.Duration(perEntity)).Milliseconds()
+						st, err = e.Apply(st, Input{Time: ts, Offset: int64(i*perEntity + j), Vals: []float64{float64(j)}, Watermark: math.MinInt64}, emit, nil)
+						if err != nil {
+							b.Fatal(err)
+						}
+					}
+					st.written()
+					states[key] = st
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				heap = float64(after.HeapAlloc-before.HeapAlloc) / entities
+				var n int
+				for _, st := range states {
+					n += len(e.appendState(nil, st))
+				}
+				encoded = float64(n) / entities
+				runtime.KeepAlive(states)
+			}
+			b.ReportMetric(heap, "heap-B/entity")
+			b.ReportMetric(encoded, "encoded-B/entity")
+		})
 	}
 }
