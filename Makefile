@@ -15,7 +15,7 @@ STATICCHECK := bin/staticcheck-$(STATICCHECK_VERSION)
 # Extra flags for `weir dev` under make demo, e.g. DEMO_ARGS='--records 1000'.
 DEMO_ARGS ?=
 
-.PHONY: setup build demo test test-short soak lint bench bench-processors clean stop
+.PHONY: setup build demo test test-short soak lint bench bench-processors bench-processors-demo clean stop
 
 ## setup: install and start Redis, ClickHouse, Kafka and the Python venv; write $(DATA)/env
 setup:
@@ -48,10 +48,15 @@ soak: setup
 	@. $(DATA)/env && WEIR_REQUIRE_SERVICES=1 WEIR_SOAK_EVENTS=1000000 WEIR_SOAK_KILLS=20 WEIR_SOAK_BROKER_RESTART=1 \
 		go test -count=1 -v -timeout 90m -run 'TestKillNine|TestBrokerRestart' ./processors/faulttest/
 
-## bench-processors: Weir's processor vs Kafka Streams on real Kafka, exactly-once (docs/benchmarks.md)
+## bench-processors: Weir's processor vs Kafka Streams on real Kafka, issue 4's workload (5M events, 15 sliding-window features), exactly-once and at-least-once, CPU profile, latency (docs/benchmarks.md)
 bench-processors: setup
 	@echo "==> . $(DATA)/env && go run ./bench/processors $(BENCH_ARGS)"
 	@. $(DATA)/env && go run ./bench/processors $(BENCH_ARGS)
+
+## bench-processors-demo: the first version's comparison: the demo view card_activity over 1M events
+bench-processors-demo: setup
+	@echo "==> . $(DATA)/env && go run ./bench/processors -workload demo -guarantees exactly_once -profile '' -latency 0 $(BENCH_ARGS)"
+	@. $(DATA)/env && go run ./bench/processors -workload demo -guarantees exactly_once -profile '' -latency 0 $(BENCH_ARGS)
 
 ## lint: gofmt, go vet and staticcheck
 lint: $(STATICCHECK)

@@ -77,6 +77,13 @@ func (k *kafka) deleteTopics(ctx context.Context, prefix string) ([]string, erro
 	return names, errors.Join(errs...)
 }
 
+// deleteNamed deletes the named topics, ignoring ones that do not exist.
+func (k *kafka) deleteNamed(ctx context.Context, names ...string) {
+	if _, err := k.adm.DeleteTopics(ctx, names...); err != nil {
+		logf("warning: delete %v: %v", names, err)
+	}
+}
+
 // produce writes n loadgen transactions to topic, keyed by card, as `weir
 // loadgen` does (idempotent, acks=all, 5 ms linger, franz-go's default
 // snappy compression, the default murmur2 partitioner), without labels.
@@ -162,13 +169,43 @@ func (k *kafka) committed(ctx context.Context, group, topic string, ends map[int
 // each partition's last stable offset as it is when called, with
 // read_committed. Control records (transaction markers) are read to know
 // where a partition ends, not passed to fn.
+//
+// It first waits (up to 30 s) for the topic to have no open transaction
+// (last stable offset = end offset on every partition): a group's committed
+// offsets can be visible before the coordinator has written the
+// transaction's markers to the output partitions.
 func (k *kafka) readAll(ctx context.Context, topic string, fn func(*kgo.Record)) error {
-	ends, err := k.adm.ListCommittedOffsets(ctx, topic)
-	if err != nil {
-		return fmt.Errorf("list stable offsets of %s: %w", topic, err)
-	}
-	if err := ends.Error(); err != nil {
-		return fmt.Errorf("list stable offsets of %s: %w", topic, err)
+	var ends kadm.ListedOffsets
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var err error
+		ends, err = k.adm.ListCommittedOffsets(ctx, topic)
+		if err == nil {
+			err = ends.Error()
+		}
+		if err != nil {
+			return fmt.Errorf("list stable offsets of %s: %w", topic, err)
+		}
+		hw, err := k.adm.ListEndOffsets(ctx, topic)
+		if err == nil {
+			err = hw.Error()
+		}
+		if err != nil {
+			return fmt.Errorf("list end offsets of %s: %w", topic, err)
+		}
+		open := false
+		hw.Each(func(o kadm.ListedOffset) {
+			if s, ok := ends.Lookup(topic, o.Partition); !ok || s.Offset < o.Offset {
+				open = true
+			}
+		})
+		if !open {
+			break
+		}
+		if time.Now().After(deadline) {
+			logf("warning: %s still has an open transaction after 30 s; reading up to its last stable offsets", topic)
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	starts, err := k.adm.ListStartOffsets(ctx, topic)
 	if err != nil {

@@ -6,13 +6,24 @@
 //  2. measures the raw franz-go read_committed consume rate of that topic
 //     (the ceiling);
 //  3. runs `weir run --role processor` and the Kafka Streams app alternately
-//     (A/B/A/B), each with a fresh group, output and changelog, each timed
-//     from its first processed event (the earliest processing time its
-//     outputs carry) to its group's committed offsets reaching the end of
-//     the input, with the CPU of the process, the broker, this harness and
-//     the whole machine over that interval;
+//     (A/B/A/B), with exactly-once and with at-least-once on both sides,
+//     each run with a fresh group, output and changelog, each timed from its
+//     first processed event (the earliest processing time its outputs carry)
+//     to its group's committed offsets reaching the end of the input, with
+//     the CPU of the process, the broker, this harness and the whole machine
+//     over that interval;
 //  4. checks both sides' outputs: one per input event, and a random sample
-//     equal to a brute-force recomputation written here (no engine code).
+//     equal to a brute-force recomputation written here (no engine code);
+//  5. runs Weir's processor once more inside this binary with a CPU profile
+//     on (-as-processor), and prints where its time goes;
+//  6. measures end-to-end latency at a paced input rate: produce time to the
+//     output being visible to a read_committed (exactly-once) or
+//     read_uncommitted (at-least-once) consumer.
+//
+// The default workload (-workload windows) is issue 4's: 5M events over
+// 200k cards, count, sum, mean, min and max of amount over exact sliding
+// windows of 5 min, 1 h and 24 h. -workload demo is the first version's:
+// the demo view card_activity over 1M events.
 //
 // Run it from the module root with the local stack up (make setup):
 //
@@ -45,6 +56,14 @@ import (
 )
 
 type flags struct {
+	workload   string
+	guarantees string
+	commit     time.Duration
+	profile    string
+	latency    time.Duration
+	latRate    float64
+	latCommits string
+	latSides   string
 	brokers    string
 	events     int
 	cards      int
@@ -68,6 +87,7 @@ type flags struct {
 // bench is one benchmark run's world.
 type bench struct {
 	flags       flags
+	wl          *workload
 	id          string // prefixes every topic, group and application id of this run
 	root        string // module root
 	work        string // configs, logs, state directories
@@ -90,9 +110,17 @@ type bench struct {
 func main() {
 	var f flags
 	flag.StringVar(&f.brokers, "brokers", envOr("WEIR_KAFKA_BROKERS", "127.0.0.1:19092"), "Kafka seed brokers, comma-separated")
-	flag.IntVar(&f.events, "events", 1_000_000, "events to produce")
+	flag.StringVar(&f.workload, "workload", "windows", "windows (issue 4: 15 features over 5m, 1h and 24h) or demo (the demo view card_activity)")
+	flag.StringVar(&f.guarantees, "guarantees", "exactly_once,at_least_once", "delivery guarantees to compare, comma-separated")
+	flag.DurationVar(&f.commit, "commit", 100*time.Millisecond, "commit interval of both sides in the throughput runs")
+	flag.StringVar(&f.profile, "profile", "profiles/bench-processors.cpu.prof", "after the runs, run Weir's processor (exactly-once) once more in this binary and write its CPU profile here (\"\": skip)")
+	flag.DurationVar(&f.latency, "latency", 20*time.Second, "measured span of each end-to-end latency run (0: skip)")
+	flag.Float64Var(&f.latRate, "latency-rate", 10_000, "events per second produced (paced) in the latency runs")
+	flag.StringVar(&f.latCommits, "latency-commits", "100ms,20ms", "commit intervals of the latency runs")
+	flag.StringVar(&f.latSides, "latency-sides", "weir,kstreams", "sides of the latency runs")
+	flag.IntVar(&f.events, "events", 0, "events to produce (default: the workload's, 5M or 1M)")
 	flag.IntVar(&f.cards, "cards", 200_000, "cards (entities) in the stream")
-	flag.Float64Var(&f.eventRate, "event-rate", 200, "events per second of event time (loadgen's density)")
+	flag.Float64Var(&f.eventRate, "event-rate", 0, "events per second of event time, loadgen's density (default: the workload's, 50 or 200)")
 	flag.Uint64Var(&f.seed, "seed", 1, "loadgen and sample seed")
 	flag.IntVar(&f.runs, "runs", 3, "runs of each side, alternated A/B/A/B")
 	flag.IntVar(&f.ceilings, "ceiling-runs", 3, "raw consume runs (the median is the ceiling)")
@@ -107,10 +135,19 @@ func main() {
 	flag.BoolVar(&f.keep, "keep", false, "keep the topics and the work directory")
 	flag.BoolVar(&f.build, "build", true, "build bin/weir (go build) and bench/kstreams (mvn package) first")
 	flag.StringVar(&f.jsonOut, "json", "", "also write the results as JSON to this file")
+	asProcessor := flag.String("as-processor", "", "(internal) run Weir's processor on this weir.yaml in this process, as `weir run --role processor` does")
+	cpuProfile := flag.String("cpuprofile", "", "(internal, with -as-processor) write a CPU profile here")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *asProcessor != "" {
+		if err := runProcessor(ctx, *asProcessor, *cpuProfile); err != nil {
+			fmt.Fprintln(os.Stderr, "bench/processors -as-processor:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, f); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/processors:", err)
 		os.Exit(1)
@@ -130,11 +167,30 @@ func logf(format string, a ...any) {
 
 func run(ctx context.Context, f flags) (err error) {
 	b := &bench{flags: f, id: fmt.Sprintf("bench-proc-%d", time.Now().Unix()), partitions: int32(f.partitions)}
+	if b.wl, err = workloadByName(f.workload); err != nil {
+		return err
+	}
+	if f.events == 0 {
+		f.events = b.wl.events
+	}
+	if f.eventRate == 0 {
+		f.eventRate = b.wl.eventRate
+	}
+	b.flags = f
+	guarantees, err := parseGuarantees(f.guarantees)
+	if err != nil {
+		return err
+	}
 	if b.root, err = moduleRoot(); err != nil {
 		return err
 	}
 	if err := b.checkView(); err != nil {
 		return err
+	}
+	b.commitMs = f.commit.Milliseconds()
+	weirALO := weirSupportsAtLeastOnce()
+	if !weirALO {
+		logf("note: this Weir has no kafka.guarantee: at_least_once yet; its at-least-once runs are skipped")
 	}
 	b.work = f.work
 	if b.work == "" {
@@ -237,39 +293,91 @@ func run(ctx context.Context, f flags) (err error) {
 	baseline := idleLoad(ctx, b.brokerPid, 3*time.Second)
 	logf("load before the runs (3 s, all but the broker and this harness): %.1f%% of the machine", 100*baseline)
 
-	// 3. A/B/A/B.
+	// 3. A/B/A/B, per guarantee.
 	var results []*runResult
 	order := 0
+	one := func(side, g string, i int, profile string) (*runResult, error) {
+		tag := fmt.Sprintf("%c-%s-%d", side[0], shortGuarantee(g), i)
+		var s *sut
+		var err error
+		if side == "weir" {
+			if profile != "" {
+				tag = "w-profile"
+			}
+			s, err = b.weirSUT(ctx, b.input, tag, g, b.commitMs, profile)
+		} else {
+			s, err = b.kstreamsSUT(ctx, b.input, tag, g, b.commitMs)
+		}
+		if err != nil {
+			return nil, err
+		}
+		s.run = i
+		order++
+		logf("%s %s run %d: starting", side, g, i)
+		r, err := b.measure(ctx, s, order)
+		if err != nil {
+			return nil, err
+		}
+		logf("%s %s run %d: %.0f events/s, %.0f events per CPU s, %.2f cores, other %.0f%%; %s", side, g, i, r.EventsPerSec, r.EventsPerCPUSec, r.Cores, 100*r.OtherFraction, r.Check)
+		if b.k.adm != nil {
+			b.k.adm.DeleteGroups(ctx, s.group)
+		}
+		// Its output and changelog are checked and counted: drop them now,
+		// so the disk holds one run's at a time.
+		if !f.keep {
+			b.k.deleteNamed(ctx, s.output, s.changelog)
+		}
+		return r, nil
+	}
 	for i := 1; i <= f.runs; i++ {
-		for _, side := range []string{"weir", "kstreams"} {
-			var s *sut
-			if side == "weir" {
-				s, err = b.weirSUT(ctx, i)
-			} else {
-				s, err = b.kstreamsSUT(ctx, i)
-			}
-			if err != nil {
-				return err
-			}
-			order++
-			logf("%s run %d: starting", side, i)
-			r, err := b.measure(ctx, s, order)
-			if err != nil {
-				return err
-			}
-			logf("%s run %d: %.0f events/s, %.0f events per CPU s, %.2f cores; %s", side, i, r.EventsPerSec, r.EventsPerCPUSec, r.Cores, r.Check)
-			results = append(results, r)
-			if b.k.adm != nil {
-				b.k.adm.DeleteGroups(ctx, s.group)
+		for _, g := range guarantees {
+			for _, side := range []string{"weir", "kstreams"} {
+				if side == "weir" && g == atLeastOnce && !weirALO {
+					continue
+				}
+				r, err := one(side, g, i, "")
+				if err != nil {
+					return err
+				}
+				results = append(results, r)
 			}
 		}
 	}
 
-	rep := report{
-		ID: b.id, Started: t0.UTC().Format(time.RFC3339), Cores: runtime.NumCPU(), Events: f.events, Cards: f.cards,
+	rep := &report{
+		ID: b.id, Started: t0.UTC().Format(time.RFC3339), Cores: runtime.NumCPU(), Workload: b.wl.describe(), Events: f.events, Cards: f.cards,
 		EventRate: f.eventRate, Partitions: f.partitions, CommitMs: b.commitMs, LatenessMs: b.lateness,
 		ProduceSeconds: produced.Seconds(), Ceilings: ceilings, Ceiling: b.ceilingRate, Baseline: baseline,
 		KSThreads: f.ksThreads, KSStore: f.ksStore, KSHeap: f.ksHeap, Runs: results, Late: b.in.late,
+		WeirAtLeastOnce: weirALO,
+	}
+
+	// 5. The profile.
+	if f.profile != "" {
+		prof := f.profile
+		if !filepath.IsAbs(prof) {
+			prof = filepath.Join(b.root, prof)
+		}
+		if err := os.MkdirAll(filepath.Dir(prof), 0o755); err != nil {
+			return err
+		}
+		r, err := one("weir", exactlyOnce, 1, prof)
+		if err != nil {
+			return err
+		}
+		r.Profiled = true
+		rep.Profiled = r
+		rep.ProfilePath = prof
+		rep.ProfileTop = profileTop(ctx, prof)
+	}
+
+	// 6. Latency.
+	if f.latency > 0 {
+		lat, err := b.latencyRuns(ctx, guarantees, weirALO)
+		if err != nil {
+			return err
+		}
+		rep.Latency = lat
 	}
 	rep.print(os.Stdout)
 	if f.jsonOut != "" {
@@ -279,40 +387,97 @@ func run(ctx context.Context, f flags) (err error) {
 		}
 		logf("wrote %s", f.jsonOut)
 	}
-	for _, r := range results {
-		if !r.Check.ok() || r.DeadLetters != 0 {
-			return fmt.Errorf("%s run %d failed its check: %s, %d dead letters: %w", r.Side, r.Run, r.Check, r.DeadLetters, errFailed)
+	for _, r := range append(results, rep.Profiled) {
+		if r != nil && (!r.Check.ok() || r.DeadLetters != 0) {
+			return fmt.Errorf("%s %s run %d failed its check: %s, %d dead letters: %w", r.Side, r.Guarantee, r.Run, r.Check, r.DeadLetters, errFailed)
+		}
+	}
+	for _, l := range rep.Latency {
+		if l.Missing > 0 {
+			return fmt.Errorf("latency run %s %s %d ms: %d events without a visible output: %w", l.Side, l.Guarantee, l.CommitMs, l.Missing, errFailed)
 		}
 	}
 	return nil
 }
 
-// checkView makes sure the demo view is still the one both sides compute,
-// and takes its source's lateness and the commit interval from the demo.
+const (
+	exactlyOnce = "exactly_once"
+	atLeastOnce = "at_least_once"
+)
+
+func shortGuarantee(g string) string {
+	if g == atLeastOnce {
+		return "alo"
+	}
+	return "eos"
+}
+
+func parseGuarantees(s string) ([]string, error) {
+	var out []string
+	for _, g := range strings.Split(s, ",") {
+		switch g = strings.TrimSpace(g); g {
+		case exactlyOnce, atLeastOnce:
+			out = append(out, g)
+		case "":
+		default:
+			return nil, fmt.Errorf("-guarantees: %q is neither %s nor %s", g, exactlyOnce, atLeastOnce)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("-guarantees: none given")
+	}
+	return out, nil
+}
+
+// weirSupportsAtLeastOnce reports whether this tree's config takes
+// kafka.guarantee: at_least_once (bin/weir is built from the same tree).
+func weirSupportsAtLeastOnce() bool {
+	_, err := config.Parse("probe.yaml", []byte("kafka:\n  brokers: [127.0.0.1:1]\n  guarantee: at_least_once\n"), func(string) string { return "" })
+	return err == nil || !strings.Contains(err.Error(), "guarantee")
+}
+
+// checkView takes the source's lateness from the demo config and, for the
+// demo workload, makes sure its view is still the one both sides compute.
 func (b *bench) checkView() error {
 	cfg, err := config.Load(filepath.Join(b.root, "deploy/demo/weir.yaml"), func(string) string { return "" })
 	if err != nil {
 		return err
 	}
-	v, ok := cfg.View(demoView)
-	if !ok {
-		return fmt.Errorf("deploy/demo/weir.yaml has no view %s", demoView)
+	if len(cfg.Sources) != 1 {
+		return fmt.Errorf("deploy/demo/weir.yaml: want one source, got %d", len(cfg.Sources))
 	}
-	want := []string{"txn_count_5m count  5m0s", "amount_sum_5m sum amount 5m0s", "txn_count_1h count  1h0m0s",
-		"amount_sum_1h sum amount 1h0m0s", "amount_max_1h max amount 1h0m0s", "amount_last last amount 0s"}
-	var got []string
+	src := cfg.Sources[0]
+	if src.OutOfOrder.D() != 0 {
+		return fmt.Errorf("deploy/demo/weir.yaml: source %s has out_of_order %s; bench/kstreams and the oracle assume 0", src.Name, src.OutOfOrder.D())
+	}
+	b.lateness = src.Lateness.D().Milliseconds()
+	if !b.wl.fromDemo {
+		return nil
+	}
+	v, ok := cfg.View(b.wl.view)
+	if !ok {
+		return fmt.Errorf("deploy/demo/weir.yaml has no view %s", b.wl.view)
+	}
+	var want, got []string
+	for _, f := range b.wl.features {
+		field := "amount"
+		if f.agg == "count" {
+			field = ""
+		}
+		want = append(want, fmt.Sprintf("%s %s %s %s", f.name, f.agg, field, f.window))
+	}
 	for _, ft := range v.Features {
 		if ft.Where != nil {
-			return fmt.Errorf("view %s: feature %s has a filter; bench/kstreams computes none", demoView, ft.Name)
+			return fmt.Errorf("view %s: feature %s has a filter; bench/kstreams computes none", v.Name, ft.Name)
 		}
 		got = append(got, fmt.Sprintf("%s %s %s %s", ft.Name, ft.Agg, ft.Field, ft.Window.D()))
 	}
 	if strings.Join(got, "; ") != strings.Join(want, "; ") {
-		return fmt.Errorf("view %s changed: %q; bench/kstreams and the oracle compute %q: update them together", demoView, got, want)
+		return fmt.Errorf("view %s changed: %q; bench/kstreams and the oracle compute %q: update them together", v.Name, got, want)
 	}
-	src, _ := cfg.Source(v.Source)
-	b.lateness = src.Lateness.D().Milliseconds()
-	b.commitMs = cfg.Kafka.CommitInterval.D().Milliseconds()
+	if v.Lateness.D() != src.Lateness.D() || v.Kind != config.KindSliding {
+		return fmt.Errorf("view %s: kind %s, lateness %s; the harness expects a sliding view with the source's lateness", v.Name, v.Kind, v.Lateness.D())
+	}
 	return nil
 }
 

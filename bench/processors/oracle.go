@@ -13,24 +13,15 @@ import (
 	"github.com/weirhq/weir/schemas"
 )
 
-// The view both sides compute: card_activity of deploy/demo/weir.yaml. The
-// order is Weir's feature order and the Kafka Streams app's output order.
-var featureNames = []string{"txn_count_5m", "amount_sum_5m", "txn_count_1h", "amount_sum_1h", "amount_max_1h", "amount_last"}
-
-const (
-	nFeatures = 6
-	win5m     = 5 * 60_000
-	win1h     = 60 * 60_000
-)
-
-type features [nFeatures]float64
+// features are one event's feature values, in the workload's order.
+type features []float64
 
 // event is one input record as the oracle sees it.
 type event struct {
 	card   int32
 	t      int64 // event time, ms
 	amount float64
-	late   bool // older than its card's newest accepted event by more than the lateness
+	late   bool // behind its partition's watermark by more than the lateness
 }
 
 // pos is a record's place in the input topic.
@@ -87,18 +78,19 @@ func readInput(ctx context.Context, k *kafka, topic string, serde *schemas.Serde
 	if err != nil {
 		return nil, err
 	}
-	// Lateness, as both engines define it: an event older than its card's
-	// newest accepted event by more than the lateness is not aggregated.
-	for _, ps := range in.byCard {
-		newest := int64(math.MinInt64)
-		for _, p := range ps {
-			ev := &in.events[p.part][p.off]
-			if newest != math.MinInt64 && ev.t < newest-lateness {
+	// Lateness, as both engines define it: an event behind its partition's
+	// watermark (the newest event time of the partition so far; Weir's
+	// out_of_order is 0) by more than the lateness is not aggregated.
+	for _, evs := range in.events {
+		wm := int64(math.MinInt64)
+		for i := range evs {
+			ev := &evs[i]
+			if wm != math.MinInt64 && ev.t < wm-lateness {
 				ev.late = true
 				in.late++
 				continue
 			}
-			newest = max(newest, ev.t)
+			wm = max(wm, ev.t)
 		}
 	}
 	return in, nil
@@ -121,34 +113,52 @@ func (in *input) sample(n int, seed uint64) []pos {
 	return all[:min(n, len(all))]
 }
 
-// expected recomputes the features of the event at p by brute force: a scan
-// of every accepted event of its card processed before it (lower offset in
-// the same partition) or itself, with a time in the window and not after
-// the event's own. It shares no code with either engine.
-func (in *input) expected(p pos) features {
+// expected recomputes the final features of the event at p by brute force:
+// a scan of every accepted event of its card with a time in the feature's
+// window (t-w, t], where an event at the same time t counts if it came
+// before this one in the partition (or is this one). Events processed after
+// this one but earlier in time count too: Weir emits a correction for this
+// event's row then (none happen with in-order input). It shares no code with
+// either engine.
+func (in *input) expected(p pos, wl *workload) features {
 	ev := in.at(p)
 	t := ev.t
-	var f features
-	f[4] = math.Inf(-1)
-	for _, q := range in.byCard[ev.card] {
-		if q.off > p.off {
-			break
+	f := make(features, len(wl.features))
+	for i, fd := range wl.features {
+		w := fd.window.Milliseconds()
+		var n, sum float64
+		lo, hi := math.Inf(1), math.Inf(-1)
+		var last float64
+		lastT, lastOff := int64(math.MinInt64), int64(-1)
+		for _, q := range in.byCard[ev.card] {
+			e := in.at(q)
+			if e.late || e.t > t || (e.t == t && q.off > p.off) || (w > 0 && e.t <= t-w) {
+				continue
+			}
+			n++
+			sum += e.amount
+			lo, hi = math.Min(lo, e.amount), math.Max(hi, e.amount)
+			if e.t > lastT || (e.t == lastT && q.off > lastOff) {
+				last, lastT, lastOff = e.amount, e.t, q.off
+			}
 		}
-		e := in.at(q)
-		if e.late || e.t > t {
-			continue
-		}
-		if e.t > t-win5m {
-			f[0]++
-			f[1] += e.amount
-		}
-		if e.t > t-win1h {
-			f[2]++
-			f[3] += e.amount
-			f[4] = math.Max(f[4], e.amount)
+		switch fd.agg {
+		case "count":
+			f[i] = n
+		case "sum":
+			f[i] = sum
+		case "mean":
+			f[i] = sum / n
+		case "min":
+			f[i] = lo
+		case "max":
+			f[i] = hi
+		case "last":
+			f[i] = last
+		default:
+			panic("oracle: aggregation " + fd.agg)
 		}
 	}
-	f[5] = ev.amount
 	return f
 }
 
@@ -161,6 +171,9 @@ type check struct {
 	Strays      int   `json:"strays"`       // outputs for no accepted input event
 	Sampled     int   `json:"sampled"`
 	Mismatches  int   `json:"mismatches"`
+	// Corrections are Weir rows revising an earlier row (revises_offset
+	// set): the last one in the topic is the event's final row.
+	Corrections int64 `json:"corrections"`
 	// FirstMs is the earliest processing time an output carries (Weir's
 	// known_time, the Kafka Streams app's processing time): when the first
 	// input event was processed, ms.
@@ -184,7 +197,7 @@ func (c *check) String() string {
 // verify reads a side's whole output topic: decode turns a record into the
 // source position and features it claims. Every accepted input event must
 // have exactly one output, and the sampled ones must equal the oracle.
-func verify(ctx context.Context, k *kafka, topic string, in *input, sample []pos, decode decoder) (*check, error) {
+func verify(ctx context.Context, k *kafka, topic string, in *input, wl *workload, sample []pos, decode decoder) (*check, error) {
 	c := &check{FirstMs: math.MaxInt64}
 	seen := map[int32][]uint8{}
 	for part, evs := range in.events {
@@ -199,7 +212,7 @@ func verify(ctx context.Context, k *kafka, topic string, in *input, sample []pos
 	err := k.readAll(ctx, topic, func(r *kgo.Record) {
 		c.Outputs++
 		c.OutputBytes += int64(len(r.Key) + len(r.Value))
-		p, f, at, err := decode(r)
+		p, f, at, revises, err := decode(r)
 		if err != nil {
 			if derr == nil {
 				derr = fmt.Errorf("%s %d@%d: %w", topic, r.Partition, r.Offset, err)
@@ -208,11 +221,16 @@ func verify(ctx context.Context, k *kafka, topic string, in *input, sample []pos
 		}
 		c.FirstMs = min(c.FirstMs, at)
 		s := seen[p.part]
+		if revises >= 0 {
+			// A correction of the row of the event at revises.
+			c.Corrections++
+			p.off = revises
+		}
 		if p.off < 0 || p.off >= int64(len(s)) || in.at(p).late {
 			c.Strays++
 			return
 		}
-		if s[p.off] < 255 {
+		if revises < 0 && s[p.off] < 255 {
 			s[p.off]++
 		}
 		if want[p] {
@@ -241,12 +259,19 @@ func verify(ctx context.Context, k *kafka, topic string, in *input, sample []pos
 			continue // counted as missing
 		}
 		c.Sampled++
-		exp := in.expected(p)
+		exp := in.expected(p, wl)
+		if len(f) != len(exp) {
+			c.Mismatches++
+			if len(c.examples) < 5 {
+				c.examples = append(c.examples, fmt.Sprintf("%d@%d: %d features, want %d", p.part, p.off, len(f), len(exp)))
+			}
+			continue
+		}
 		for i := range f {
 			if !near(f[i], exp[i]) {
 				c.Mismatches++
 				if len(c.examples) < 5 {
-					c.examples = append(c.examples, fmt.Sprintf("%d@%d %s: got %v, want %v", p.part, p.off, featureNames[i], f[i], exp[i]))
+					c.examples = append(c.examples, fmt.Sprintf("%d@%d %s: got %v, want %v", p.part, p.off, wl.features[i].name, f[i], exp[i]))
 				}
 				break
 			}
@@ -261,44 +286,48 @@ func near(a, b float64) bool {
 }
 
 // decoder turns an output record into the source position and features it
-// claims, and the wall clock (ms) when it was processed.
-type decoder func(*kgo.Record) (p pos, f features, processedMs int64, err error)
+// claims, the wall clock (ms) when it was processed, and the offset of the
+// event whose row it revises (-1 for an event's own row).
+type decoder func(*kgo.Record) (p pos, f features, processedMs, revises int64, err error)
 
 // decodeWeir decodes a Weir feature row (Avro, Confluent wire format); its
 // known_time is the processor's clock when it processed the event.
-func decodeWeir(ctx context.Context, serde *schemas.Serde) decoder {
-	return func(r *kgo.Record) (pos, features, int64, error) {
+func decodeWeir(ctx context.Context, serde *schemas.Serde, wl *workload) decoder {
+	return func(r *kgo.Record) (pos, features, int64, int64, error) {
 		var row schemas.FeatureRow
-		var f features
 		if err := serde.Decode(ctx, r.Value, &row); err != nil {
-			return pos{}, f, 0, err
+			return pos{}, nil, 0, 0, err
 		}
-		if len(row.Values) != nFeatures {
-			return pos{}, f, 0, fmt.Errorf("%d values, want %d", len(row.Values), nFeatures)
+		if len(row.Values) != len(wl.features) {
+			return pos{}, nil, 0, 0, fmt.Errorf("%d values, want %d", len(row.Values), len(wl.features))
 		}
+		f := make(features, len(row.Values))
 		for i, v := range row.Values {
-			if v.Name != featureNames[i] {
-				return pos{}, f, 0, fmt.Errorf("value %d is %q, want %q", i, v.Name, featureNames[i])
+			if v.Name != wl.features[i].name {
+				return pos{}, nil, 0, 0, fmt.Errorf("value %d is %q, want %q", i, v.Name, wl.features[i].name)
 			}
 			f[i] = v.Value
 		}
-		return pos{row.SourcePartition, row.SourceOffset}, f, row.KnownTime, nil
+		return pos{row.SourcePartition, row.SourceOffset}, f, row.KnownTime, row.RevisesOffset, nil
 	}
 }
 
 // decodeKStreams decodes the Kafka Streams app's compact binary value:
 // int32 partition, int64 offset, int64 event time, int64 processing time,
-// then the six features as doubles, big-endian.
-func decodeKStreams(r *kgo.Record) (pos, features, int64, error) {
-	var f features
-	v := r.Value
-	if len(v) != 4+8+8+8+8*nFeatures {
-		return pos{}, f, 0, fmt.Errorf("value of %d bytes", len(v))
+// then the features as doubles, big-endian.
+func decodeKStreams(wl *workload) decoder {
+	n := len(wl.features)
+	return func(r *kgo.Record) (pos, features, int64, int64, error) {
+		v := r.Value
+		if len(v) != 4+8+8+8+8*n {
+			return pos{}, nil, 0, 0, fmt.Errorf("value of %d bytes, want %d", len(v), 28+8*n)
+		}
+		p := pos{int32(binary.BigEndian.Uint32(v)), int64(binary.BigEndian.Uint64(v[4:]))}
+		processed := int64(binary.BigEndian.Uint64(v[20:]))
+		f := make(features, n)
+		for i := range f {
+			f[i] = math.Float64frombits(binary.BigEndian.Uint64(v[28+8*i:]))
+		}
+		return p, f, processed, -1, nil
 	}
-	p := pos{int32(binary.BigEndian.Uint32(v)), int64(binary.BigEndian.Uint64(v[4:]))}
-	processed := int64(binary.BigEndian.Uint64(v[20:]))
-	for i := range f {
-		f[i] = math.Float64frombits(binary.BigEndian.Uint64(v[28+8*i:]))
-	}
-	return p, f, processed, nil
 }

@@ -24,7 +24,9 @@ import (
 // topic in a consumer group of its own and writes one output per event.
 type sut struct {
 	side      string // "weir" or "kstreams"
-	run       int    // 1-based, per side
+	guarantee string // exactly_once or at_least_once
+	commitMs  int64
+	run       int    // 1-based, per side and guarantee
 	group     string // the consumer group (Weir) or application id (Kafka Streams)
 	output    string // output topic
 	changelog string
@@ -36,9 +38,10 @@ type sut struct {
 
 // runResult is what one run measured.
 type runResult struct {
-	Side  string `json:"side"`
-	Run   int    `json:"run"`
-	Order int    `json:"order"` // position in the whole A/B sequence, from 1
+	Side      string `json:"side"`
+	Guarantee string `json:"guarantee"`
+	Run       int    `json:"run"`
+	Order     int    `json:"order"` // position in the whole A/B sequence, from 1
 	// StartupSeconds runs from the process start to its first processed
 	// event.
 	StartupSeconds float64 `json:"startup_seconds"`
@@ -69,37 +72,52 @@ type runResult struct {
 	ChangelogBytesPerEvent float64 `json:"changelog_bytes_per_event"`
 	DeadLetters            int64   `json:"dead_letters"`
 	Log                    string  `json:"log"`
+	// Profiled: an extra run of Weir's processor in this harness's binary
+	// with a CPU profile on, left out of the medians.
+	Profiled bool `json:"profiled,omitempty"`
 }
 
 // weirSUT prepares a run of `weir run --role processor` on a config derived
-// from the demo's: the same source, entity and view, no models, monitors or
-// retrain policies, topics under a prefix of the run's own.
-func (b *bench) weirSUT(ctx context.Context, n int) (*sut, error) {
-	name := fmt.Sprintf("%s.w%d", b.id, n)
-	dir := filepath.Join(b.work, fmt.Sprintf("weir-%d", n))
+// from the demo's: the same source and entity, the workload's view, no
+// models, monitors or retrain policies, topics under a prefix of its own.
+// tag names the run's topics and directory; with profile set, the processor
+// runs inside this harness's binary (-as-processor) and writes a CPU profile
+// there.
+func (b *bench) weirSUT(ctx context.Context, input, tag, guarantee string, commitMs int64, profile string) (*sut, error) {
+	name := fmt.Sprintf("%s.%s", b.id, tag)
+	dir := filepath.Join(b.work, tag)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	cfgPath := filepath.Join(dir, "weir.yaml")
-	cfg, err := b.writeWeirConfig(cfgPath, dir, name)
+	cfg, err := b.writeWeirConfig(cfgPath, dir, name, input, guarantee, commitMs)
 	if err != nil {
 		return nil, err
 	}
 	src := cfg.Sources[0]
-	rows, err := schemas.NewSerde(ctx, b.reg, schemas.Subject(cfg.FeaturesTopic(demoView)), schemas.MustParse(schemas.FeatureRowSchema))
+	view := b.wl.view
+	rows, err := schemas.NewSerde(ctx, b.reg, schemas.Subject(cfg.FeaturesTopic(view)), schemas.MustParse(schemas.FeatureRowSchema))
 	if err != nil {
 		return nil, err
 	}
 	s := &sut{
-		side: "weir", run: n,
+		side: "weir", guarantee: guarantee, commitMs: commitMs,
 		group:     cfg.Kafka.ClientID + ".processor." + src.Name,
-		output:    cfg.FeaturesTopic(demoView),
+		output:    cfg.FeaturesTopic(view),
 		changelog: cfg.ChangelogTopic(src.Name),
 		dead:      cfg.DeadLetterTopic(),
 		logPath:   filepath.Join(dir, "processor.log"),
-		decode:    decodeWeir(ctx, rows),
+		decode:    decodeWeir(ctx, rows, b.wl),
 	}
-	s.cmd = exec.Command(b.weirBin, "run", "--role", "processor", "--config", cfgPath, "--instance", "bench")
+	if profile != "" {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		s.cmd = exec.Command(self, "-as-processor", cfgPath, "-cpuprofile", profile)
+	} else {
+		s.cmd = exec.Command(b.weirBin, "run", "--role", "processor", "--config", cfgPath, "--instance", "bench")
+	}
 	s.cmd.Dir = dir
 	// The file names every endpoint; the variables .weir/env exports would
 	// override it, so they are set to the same values.
@@ -109,11 +127,8 @@ func (b *bench) weirSUT(ctx context.Context, n int) (*sut, error) {
 	return s, nil
 }
 
-// demoView is the view both sides compute.
-const demoView = "card_activity"
-
 // writeWeirConfig writes the processor's weir.yaml and returns it parsed.
-func (b *bench) writeWeirConfig(path, dir, name string) (*config.Config, error) {
+func (b *bench) writeWeirConfig(path, dir, name, input, guarantee string, commitMs int64) (*config.Config, error) {
 	raw, err := os.ReadFile(filepath.Join(b.root, "deploy/demo/weir.yaml"))
 	if err != nil {
 		return nil, err
@@ -139,6 +154,10 @@ func (b *bench) writeWeirConfig(path, dir, name string) (*config.Config, error) 
 	}
 	kafka["brokers"] = b.k.seeds
 	kafka["client_id"] = name // names the consumer group and the transactional id
+	kafka["commit_interval"] = (time.Duration(commitMs) * time.Millisecond).String()
+	if guarantee == atLeastOnce {
+		kafka["guarantee"] = "at_least_once"
+	}
 	doc["schema_registry"] = map[string]any{"url": b.regURL}
 	topics, err := section(doc["topics"])
 	if err != nil {
@@ -154,7 +173,11 @@ func (b *bench) writeWeirConfig(path, dir, name string) (*config.Config, error) 
 	if err != nil {
 		return nil, err
 	}
-	src["topic"] = b.input
+	src["topic"] = input
+	if !b.wl.fromDemo {
+		// The workload's own view, of the demo's source and entity.
+		doc["views"] = []any{b.wl.weirView(fmt.Sprint(src["name"]), "card")}
+	}
 	labels, err := section(doc["labels"])
 	if err != nil {
 		return nil, err
@@ -176,29 +199,33 @@ func (b *bench) writeWeirConfig(path, dir, name string) (*config.Config, error) 
 }
 
 // kstreamsSUT prepares a run of the Kafka Streams app of bench/kstreams.
-func (b *bench) kstreamsSUT(ctx context.Context, n int) (*sut, error) {
-	app := fmt.Sprintf("%s.k%d", b.id, n)
-	dir := filepath.Join(b.work, fmt.Sprintf("kstreams-%d", n))
+func (b *bench) kstreamsSUT(ctx context.Context, input, tag, guarantee string, commitMs int64) (*sut, error) {
+	app := fmt.Sprintf("%s.%s", b.id, tag)
+	dir := filepath.Join(b.work, tag)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	s := &sut{
-		side: "kstreams", run: n,
+		side: "kstreams", guarantee: guarantee, commitMs: commitMs,
 		group:     app,
 		output:    app + ".features",
 		changelog: app + "-card-events-changelog",
 		logPath:   filepath.Join(dir, "kstreams.log"),
-		decode:    decodeKStreams,
+		decode:    decodeKStreams(b.wl),
+	}
+	ksGuarantee := "exactly_once_v2"
+	if guarantee == atLeastOnce {
+		ksGuarantee = "at_least_once"
 	}
 	if err := b.k.createTopic(ctx, s.output, b.partitions); err != nil {
 		return nil, err
 	}
 	s.cmd = exec.Command("java", "-Xms"+b.flags.ksHeap, "-Xmx"+b.flags.ksHeap, "-cp", b.ksClasspath, "dev.weir.bench.CardActivity",
-		"--bootstrap", strings.Join(b.k.seeds, ","), "--input", b.input, "--output", s.output,
+		"--bootstrap", strings.Join(b.k.seeds, ","), "--input", input, "--output", s.output,
 		"--app-id", app, "--state-dir", filepath.Join(dir, "state"),
-		"--guarantee", "exactly_once_v2", "--commit-ms", strconv.FormatInt(b.commitMs, 10),
+		"--guarantee", ksGuarantee, "--commit-ms", strconv.FormatInt(commitMs, 10),
 		"--threads", strconv.Itoa(b.flags.ksThreads), "--store", b.flags.ksStore,
-		"--lateness-ms", strconv.FormatInt(b.lateness, 10))
+		"--lateness-ms", strconv.FormatInt(b.lateness, 10), "--features", b.wl.ksFeatures())
 	s.cmd.Dir = dir
 	return s, nil
 }
@@ -212,7 +239,7 @@ func (b *bench) measure(ctx context.Context, s *sut, order int) (*runResult, err
 	}
 	defer logf.Close()
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	res := &runResult{Side: s.side, Run: s.run, Order: order, Log: s.logPath}
+	res := &runResult{Side: s.side, Guarantee: s.guarantee, Run: s.run, Order: order, Log: s.logPath}
 
 	snapA := snapshotProcs()
 	started := time.Now()
@@ -280,7 +307,7 @@ func (b *bench) measure(ctx context.Context, s *sut, order int) (*runResult, err
 	stop()
 	res.TopOthers = topOthers(snapA, snapB, map[int]bool{pid: true, b.brokerPid: true, os.Getpid(): true}, 3)
 
-	c, err := verify(ctx, b.k, s.output, b.in, b.sample, s.decode)
+	c, err := verify(ctx, b.k, s.output, b.in, b.wl, b.sample, s.decode)
 	if err != nil {
 		return nil, fmt.Errorf("%s run %d: read output: %w", s.side, s.run, err)
 	}

@@ -28,13 +28,16 @@ import org.apache.kafka.streams.state.StoreBuilder;
 import org.apache.kafka.streams.state.Stores;
 
 /**
- * Kafka Streams twin of Weir's processor for the demo view card_activity
- * (deploy/demo/weir.yaml), for the side-by-side benchmark in bench/processors.
+ * Kafka Streams twin of Weir's processor for the side-by-side benchmark in
+ * bench/processors: per-card features over exact sliding windows, as Weir's
+ * sliding views compute them.
  *
- * <p>For every input event of a card, "as of the event" (exact sliding
- * windows, not hops): count and sum of amount over (t-5m, t] and (t-1h, t],
- * max of amount over (t-1h, t], and the event's own amount. One output record
- * per input event, keyed by card.
+ * <p>For every input event of a card at event time t, "as of the event"
+ * (exact sliding windows, not hops): each feature of --features
+ * (agg:window_ms, agg one of count, sum, mean, min, max, last of amount;
+ * window 0 is unbounded) over the card's accepted events with a time in
+ * (t-window, t], an event at the same time t counting if it came before this
+ * one. One output record per input event, keyed by card.
  *
  * <p>Input: the source topic as Weir reads it, key = card_id, value = Avro in
  * the Confluent wire format (magic byte 0, 4-byte schema id, then the
@@ -43,24 +46,28 @@ import org.apache.kafka.streams.state.Stores;
  * <p>State: one entry per card in a changelog-backed KeyValueStore (in memory
  * by default, like Weir's default store; RocksDB with --store rocksdb),
  * holding the card's events within the longest window plus the allowed
- * lateness, as Weir's engine does. An event older than the card's newest by
- * more than the lateness is dropped and counted (Weir dead-letters it).
+ * lateness, in time order, as Weir's engine does. Time as Weir keeps it: a
+ * task (one input partition) has a watermark, its newest event time; an event
+ * behind it by more than the lateness is dropped and counted (Weir
+ * dead-letters it). An event within the lateness but older than the card's
+ * newest is inserted in time order and its row computed there; unlike Weir,
+ * the rows of the card's later events are not corrected (the benchmark's
+ * input is in order: the app counts such events, and the harness expects 0).
+ * The watermark is held in memory, not restored after a restart.
  *
- * <p>Output value (compact binary, big-endian, 76 bytes): int32 source
- * partition, int64 source offset, int64 event time (ms), int64 wall clock
- * when processed (ms), then 6 doubles: txn_count_5m, amount_sum_5m,
- * txn_count_1h, amount_sum_1h, amount_max_1h, amount_last. The record's
+ * <p>Output value (compact binary, big-endian, 28 + 8 x features bytes):
+ * int32 source partition, int64 source offset, int64 event time (ms), int64
+ * wall clock when processed (ms), then one double per feature. The record's
  * timestamp is the wall clock when processed.
  */
 public final class CardActivity {
     static final String STORE = "card-events";
-    static final long W5M = 5 * 60_000L;
-    static final long W1H = 60 * 60_000L;
-    static final int OUT_BYTES = 4 + 8 + 8 + 8 + 6 * 8;
+    static final int COUNT = 0, SUM = 1, MEAN = 2, MIN = 3, MAX = 4, LAST = 5;
 
     static final AtomicLong processed = new AtomicLong();
     static final AtomicLong late = new AtomicLong();
     static final AtomicLong undecodable = new AtomicLong();
+    static final AtomicLong outOfOrder = new AtomicLong();
     static final AtomicLong firstProcessedMs = new AtomicLong();
 
     public static void main(String[] args) throws Exception {
@@ -76,6 +83,31 @@ public final class CardActivity {
         String store = a.getOrDefault("store", "memory");
         String compression = a.getOrDefault("compression", "snappy");
         long latenessMs = Long.parseLong(a.getOrDefault("lateness-ms", "60000"));
+        String[] fs = a.getOrDefault("features", "count:300000,sum:300000,count:3600000,sum:3600000,max:3600000,last:0").split(",");
+        int[] aggs = new int[fs.length];
+        long[] windows = new long[fs.length];
+        long longest = 0;
+        for (int i = 0; i < fs.length; i++) {
+            String[] kv = fs[i].split(":");
+            if (kv.length != 2) {
+                usage("--features: want agg:window_ms, got " + fs[i]);
+            }
+            aggs[i] = switch (kv[0]) {
+                case "count" -> COUNT;
+                case "sum" -> SUM;
+                case "mean" -> MEAN;
+                case "min" -> MIN;
+                case "max" -> MAX;
+                case "last" -> LAST;
+                default -> {
+                    usage("--features: unknown aggregation " + kv[0]);
+                    yield -1;
+                }
+            };
+            windows[i] = Long.parseLong(kv[1]);
+            longest = Math.max(longest, windows[i]);
+        }
+        final long retain = longest + latenessMs;
 
         Properties p = new Properties();
         p.put(StreamsConfig.APPLICATION_ID_CONFIG, appId);
@@ -103,7 +135,7 @@ public final class CardActivity {
 
         Topology topo = new Topology();
         topo.addSource("source", Serdes.ByteArray().deserializer(), Serdes.ByteArray().deserializer(), input);
-        topo.addProcessor("card_activity", () -> new Features(W1H + latenessMs, latenessMs), "source");
+        topo.addProcessor("card_activity", () -> new Features(retain, latenessMs, aggs, windows), "source");
         topo.addStateStore(sb, "card_activity");
         topo.addSink("features", output, Serdes.ByteArray().serializer(), Serdes.ByteArray().serializer(), "card_activity");
 
@@ -124,8 +156,8 @@ public final class CardActivity {
         });
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             ks.close(Duration.ofSeconds(30));
-            System.out.printf("done: processed=%d late=%d undecodable=%d first_processed_ms=%d%n",
-                    processed.get(), late.get(), undecodable.get(), firstProcessedMs.get());
+            System.out.printf("done: processed=%d late=%d out_of_order=%d undecodable=%d first_processed_ms=%d%n",
+                    processed.get(), late.get(), outOfOrder.get(), undecodable.get(), firstProcessedMs.get());
             System.out.flush();
         }));
         ks.start();
@@ -137,12 +169,26 @@ public final class CardActivity {
     static final class Features implements Processor<byte[], byte[], byte[], byte[]> {
         private final long retain; // ms of history kept behind the card's newest event
         private final long lateness;
+        private final int[] aggs;
+        private final long[] windows;
+        private final int outBytes;
+        private final double[] n, sum, lo, hi, last;
+        private long watermark = Long.MIN_VALUE; // this task's (partition's) newest event time
         private ProcessorContext<byte[], byte[]> ctx;
         private KeyValueStore<Bytes, byte[]> store;
 
-        Features(long retain, long lateness) {
+        Features(long retain, long lateness, int[] aggs, long[] windows) {
             this.retain = retain;
             this.lateness = lateness;
+            this.aggs = aggs;
+            this.windows = windows;
+            this.outBytes = 4 + 8 + 8 + 8 + 8 * aggs.length;
+            int k = aggs.length;
+            n = new double[k];
+            sum = new double[k];
+            lo = new double[k];
+            hi = new double[k];
+            last = new double[k];
         }
 
         @Override
@@ -183,53 +229,75 @@ public final class CardActivity {
                 undecodable.incrementAndGet();
                 return;
             }
+            if (watermark != Long.MIN_VALUE && t < watermark - lateness) {
+                late.incrementAndGet();
+                return;
+            }
+            watermark = Math.max(watermark, t);
 
             Bytes k = Bytes.wrap(key);
             byte[] st = store.get(k);
             // State: int64 newest event time, then (int64 time, double amount)
-            // per retained event, in processing order.
+            // per retained event, in time order (equal times in processing
+            // order).
             long newest = Long.MIN_VALUE;
-            int n = 0;
+            int cnt = 0;
             ByteBuffer in = null;
             if (st != null) {
                 in = ByteBuffer.wrap(st);
                 newest = in.getLong(0);
-                n = (st.length - 8) / 16;
-                if (t < newest - lateness) {
-                    late.incrementAndGet();
-                    return;
-                }
+                cnt = (st.length - 8) / 16;
+            }
+            if (t < newest) {
+                outOfOrder.incrementAndGet();
             }
             newest = Math.max(newest, t);
             long horizon = newest - retain;
             int drop = 0; // events no window of a future (not too late) event reaches
-            while (drop < n && in.getLong(8 + 16 * drop) <= horizon) {
+            while (drop < cnt && in.getLong(8 + 16 * drop) <= horizon) {
                 drop++;
             }
-            int kept = n - drop;
+            int kept = cnt - drop;
+            // Insert after the kept events at or before t.
+            int at = kept;
+            while (at > 0 && in.getLong(8 + 16 * (drop + at - 1)) > t) {
+                at--;
+            }
             ByteBuffer next = ByteBuffer.allocate(8 + 16 * (kept + 1));
             next.putLong(newest);
-            if (kept > 0) {
-                next.put(st, 8 + 16 * drop, 16 * kept);
+            if (at > 0) {
+                next.put(st, 8 + 16 * drop, 16 * at);
             }
             next.putLong(t).putDouble(amount);
+            if (kept > at) {
+                next.put(st, 8 + 16 * (drop + at), 16 * (kept - at));
+            }
 
-            long lo5 = t - W5M, lo1h = t - W1H;
-            double c5 = 0, s5 = 0, c1h = 0, s1h = 0, mx1h = Double.NEGATIVE_INFINITY;
-            for (int i = 0; i <= kept; i++) {
-                long et = next.getLong(8 + 16 * i);
-                if (et > t) {
-                    continue; // out of order: a newer event processed before this one
+            // The features as of the event at position at: a scan back over
+            // the events at or before it.
+            int k2 = aggs.length;
+            for (int i = 0; i < k2; i++) {
+                n[i] = 0;
+                sum[i] = 0;
+                lo[i] = Double.POSITIVE_INFINITY;
+                hi[i] = Double.NEGATIVE_INFINITY;
+                last[i] = amount;
+            }
+            for (int j = at; j >= 0; j--) {
+                long et = next.getLong(8 + 16 * j);
+                double x = next.getDouble(8 + 16 * j + 8);
+                boolean any = false;
+                for (int i = 0; i < k2; i++) {
+                    if (windows[i] == 0 || et > t - windows[i]) {
+                        any = true;
+                        n[i]++;
+                        sum[i] += x;
+                        lo[i] = Math.min(lo[i], x);
+                        hi[i] = Math.max(hi[i], x);
+                    }
                 }
-                double x = next.getDouble(8 + 16 * i + 8);
-                if (et > lo1h) {
-                    c1h++;
-                    s1h += x;
-                    mx1h = Math.max(mx1h, x);
-                }
-                if (et > lo5) {
-                    c5++;
-                    s5 += x;
+                if (!any) {
+                    break; // older events are out of every window
                 }
             }
             store.put(k, next.array());
@@ -237,9 +305,18 @@ public final class CardActivity {
             long now = System.currentTimeMillis();
             firstProcessedMs.compareAndSet(0, now);
             RecordMetadata md = ctx.recordMetadata().orElseThrow();
-            ByteBuffer out = ByteBuffer.allocate(OUT_BYTES);
+            ByteBuffer out = ByteBuffer.allocate(outBytes);
             out.putInt(md.partition()).putLong(md.offset()).putLong(t).putLong(now);
-            out.putDouble(c5).putDouble(s5).putDouble(c1h).putDouble(s1h).putDouble(mx1h).putDouble(amount);
+            for (int i = 0; i < k2; i++) {
+                out.putDouble(switch (aggs[i]) {
+                    case COUNT -> n[i];
+                    case SUM -> sum[i];
+                    case MEAN -> sum[i] / n[i];
+                    case MIN -> lo[i];
+                    case MAX -> hi[i];
+                    default -> last[i];
+                });
+            }
             ctx.forward(new Record<>(key, out.array(), now));
             processed.incrementAndGet();
         }
@@ -321,7 +398,8 @@ public final class CardActivity {
         System.err.println(why);
         System.err.println("usage: CardActivity --bootstrap HOST:PORT --input TOPIC --output TOPIC --app-id ID --state-dir DIR"
                 + " [--guarantee exactly_once_v2|at_least_once] [--commit-ms 100] [--threads 1]"
-                + " [--store memory|rocksdb] [--compression snappy] [--lateness-ms 60000]");
+                + " [--store memory|rocksdb] [--compression snappy] [--lateness-ms 60000]"
+                + " [--features agg:window_ms,...]");
         System.exit(2);
     }
 }
