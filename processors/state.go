@@ -47,6 +47,11 @@ func (e *Engine) appendState(dst []byte, s *entityState) []byte {
 	dst = append(dst, snapshotVersion)
 	dst = binary.LittleEndian.AppendUint64(dst, e.fingerprint)
 	dst = binary.AppendVarint(dst, s.maxTime)
+	var flags byte
+	if s.legacy {
+		flags |= 1
+	}
+	dst = append(dst, flags)
 	if len(e.sliding) > 0 {
 		sl := s.slide
 		dst = binary.AppendUvarint(dst, uint64(len(sl.events)))
@@ -216,6 +221,11 @@ func (e *Engine) decodeState(b []byte) (*entityState, error) {
 	r := &reader{b: b[9:]}
 	st := e.newState()
 	st.maxTime = r.varint("max time")
+	flags := r.byte1("flags")
+	st.legacy = flags&1 != 0
+	if flags > 1 {
+		r.fail("flags")
+	}
 	nv := e.NumValues()
 	if len(e.sliding) > 0 {
 		sl := st.slide

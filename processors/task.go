@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/weirhq/weir/internal/config"
+	"github.com/weirhq/weir/processors/statestore"
 	"github.com/weirhq/weir/schemas"
 	"github.com/weirhq/weir/streams"
 )
@@ -51,6 +52,8 @@ type TaskConfig struct {
 	Opts []kgo.Opt
 	// Now is the wall clock (for max_future checks); nil means time.Now.
 	Now func() time.Time
+	// State says where committed state is kept (memory by default).
+	State config.State
 }
 
 // Task is the streams.Processor of one source: it decodes events, applies
@@ -73,6 +76,9 @@ type Task struct {
 	rows []*schemas.FeatureRow // one per view, reused for every event
 	buf  []byte
 	late []bool // per view: the event was too late for it
+	puts []statestore.Put[*entityState]
+	// broken is set when the state store failed: Process returns it.
+	broken error
 
 	// The record being processed and the output, for emitRow.
 	cur     *kgo.Record
@@ -101,6 +107,7 @@ type Task struct {
 	lateSkipped     []prometheus.Counter // by view
 	timersGauge     prometheus.Gauge
 	stateBytes      prometheus.Counter
+	storeBytes      prometheus.Gauge
 	restoreBytes    prometheus.Counter
 	watermark       *prometheus.GaugeVec // by partition: event time, Unix seconds
 	restoreRecords  prometheus.Counter
@@ -111,7 +118,8 @@ var _ streams.Processor = (*Task)(nil)
 
 // partition is the state of one assigned source partition.
 type partition struct {
-	committed map[string]*entityState
+	store     store                   // committed state
+	fresh     bool                    // store.Get decodes a private copy (on disk)
 	staged    map[string]*entityState // nil: the entity expired in this transaction
 	watermark int64                   // greatest accepted event time, committed
 	stagedWM  int64
@@ -149,6 +157,7 @@ func NewTask(cfg TaskConfig, srcSerde, rowSerde *schemas.Serde, log *slog.Logger
 		ownRow:          make([]bool, eng.NumViews()),
 		timersGauge:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_processor_window_timers", Help: "Entities with windows waiting to close or be purged.", ConstLabels: l}),
 		stateBytes:      prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_processor_changelog_bytes_total", Help: "Bytes of state written to the changelog (staged: an abort replays them); its rate is the changelog write rate.", ConstLabels: l}),
+		storeBytes:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_processor_store_bytes", Help: "Approximate bytes held by the state stores (heap estimate in memory; disk and memtables for pebble).", ConstLabels: l}),
 		restoreBytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_processor_restore_bytes_total", Help: "Changelog bytes read while restoring state.", ConstLabels: l}),
 		entities:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_processor_entities", Help: "Entities held in processor state.", ConstLabels: l}),
 		restoreRecords:  prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_processor_restore_records_total", Help: "Changelog records read while restoring state.", ConstLabels: l}),
@@ -211,7 +220,7 @@ func NewTask(cfg TaskConfig, srcSerde, rowSerde *schemas.Serde, log *slog.Logger
 		t.rows = append(t.rows, row)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{t.entities, t.expired, t.restoreRecords, t.restoreDuration, rows, t.watermark, corr, late, t.timersGauge, t.stateBytes, t.restoreBytes} {
+		for _, c := range []prometheus.Collector{t.entities, t.expired, t.restoreRecords, t.restoreDuration, rows, t.watermark, corr, late, t.timersGauge, t.stateBytes, t.storeBytes, t.restoreBytes} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("processors: register metrics: %w", err)
 			}
@@ -229,6 +238,9 @@ var minTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
 
 // Process implements streams.Processor.
 func (t *Task) Process(ctx context.Context, rec *kgo.Record, out []*kgo.Record) ([]*kgo.Record, error) {
+	if t.broken != nil {
+		return out, t.broken
+	}
 	p := t.parts[rec.Partition]
 	if p == nil {
 		return out, fmt.Errorf("record of unassigned partition %d", rec.Partition)
@@ -296,10 +308,14 @@ func (t *Task) Process(ctx context.Context, rec *kgo.Record, out []*kgo.Record) 
 	key := string(rec.Key)
 	id := string(vals[2].Bytes)
 
-	st := p.stage(key)
+	st, err := p.stage(key)
+	if err != nil {
+		t.fail(fmt.Errorf("state store: %w", err))
+		return out, t.broken
+	}
 	t.cur, t.curID, t.curKey, t.curTime, t.curPart, t.curOut = rec, id, rec.Key, ts, rec.Partition, out
 	clear(t.ownRow)
-	st, err := t.eng.Apply(st, Input{Time: ts, Offset: rec.Offset, Vals: t.vals, Cats: t.cats, Watermark: p.wm(t.eng)}, t.emitFn, t.late)
+	st, err = t.eng.Apply(st, Input{Time: ts, Offset: rec.Offset, Vals: t.vals, Cats: t.cats, Watermark: p.wm(t.eng)}, t.emitFn, t.late)
 	out, t.curOut = t.curOut, nil
 	if err != nil {
 		if errors.Is(err, ErrLate) {
@@ -409,7 +425,14 @@ func (t *Task) Flush(out []*kgo.Record) []*kgo.Record {
 		var size int
 		for key, st := range p.staged {
 			n := len(out)
-			out = t.eng.appendChangelog(out, t.cfg.ChangelogTopic, part, key, p.committed[key], st)
+			var prev *entityState
+			if st == nil { // expired: its records are deleted
+				var err error
+				if prev, _, err = p.store.Get(key); err != nil {
+					t.fail(fmt.Errorf("state store: %w", err))
+				}
+			}
+			out = t.eng.appendChangelog(out, t.cfg.ChangelogTopic, part, key, prev, st)
 			for _, r := range out[n:] {
 				size += len(r.Key) + len(r.Value)
 			}
@@ -421,14 +444,18 @@ func (t *Task) Flush(out []*kgo.Record) []*kgo.Record {
 
 // stage returns the entity's state for this transaction: its staged copy,
 // or a private copy of its committed state (nil if none or expired).
-func (p *partition) stage(key string) *entityState {
+func (p *partition) stage(key string) (*entityState, error) {
 	if st, ok := p.staged[key]; ok {
-		return st
+		return st, nil
 	}
-	if c := p.committed[key]; c != nil {
-		return c.clone()
+	c, ok, err := p.store.Get(key)
+	if err != nil || !ok {
+		return nil, err
 	}
-	return nil
+	if p.fresh {
+		return c, nil
+	}
+	return c.clone(), nil
 }
 
 // wm is the partition's watermark as of this transaction: its newest event
@@ -473,7 +500,10 @@ func (t *Task) fireTimers(part int32, p *partition, wm int64, out []*kgo.Record)
 	}
 	t.cur, t.curPart, t.curOut = nil, part, out
 	p.timers.due(wm, func(key string) {
-		st := p.stage(key)
+		st, err := p.stage(key)
+		if err != nil {
+			t.fail(fmt.Errorf("state store: %w", err))
+		}
 		if st == nil {
 			p.timers.set(key, math.MaxInt64)
 			return
@@ -520,13 +550,17 @@ func (t *Task) expire(p *partition) {
 		return
 	}
 	horizon := wm - t.ttl
-	for key, st := range p.committed {
-		if _, touched := p.staged[key]; !touched && st.maxTime < horizon && !st.openWindows() {
+	err := p.store.Expired(horizon, func(key string) bool {
+		if _, touched := p.staged[key]; !touched {
 			p.staged[key] = nil
 			if t.eng.HasTimers() {
 				p.timers.set(key, math.MaxInt64)
 			}
 		}
+		return true
+	})
+	if err != nil {
+		t.fail(fmt.Errorf("state store: %w", err))
 	}
 	p.stagedSwept = wm
 }
@@ -534,24 +568,35 @@ func (t *Task) expire(p *partition) {
 // Commit implements streams.Processor.
 func (t *Task) Commit() {
 	var n, timers int
-	for _, p := range t.parts {
+	var size int64
+	for part, p := range t.parts {
+		puts := t.puts[:0]
 		for k, st := range p.staged {
 			if st == nil {
-				delete(p.committed, k)
+				puts = append(puts, statestore.Put[*entityState]{Key: k, Delete: true})
 				t.expired.Inc()
 				continue
 			}
-			p.committed[k] = st
+			puts = append(puts, statestore.Put[*entityState]{Key: k, State: st, Time: st.expiry()})
 		}
+		if err := p.store.Apply(puts); err != nil {
+			// The transaction committed but the store lost it: stop, so
+			// the partition is restored from the changelog.
+			t.fail(fmt.Errorf("state store of partition %d: %w", part, err))
+		}
+		clear(puts)
+		t.puts = puts[:0]
 		clear(p.staged)
 		p.watermark = max(p.watermark, p.stagedWM)
 		p.swept = max(p.swept, p.stagedSwept)
 		p.closedWM = max(p.closedWM, p.stagedClosedWM)
 		p.timers.commit()
-		n += len(p.committed)
+		n += p.store.Len()
+		size += p.store.SizeBytes()
 		timers += p.timers.len()
 	}
 	t.timersGauge.Set(float64(timers))
+	t.storeBytes.Set(float64(size))
 	for part, p := range t.parts {
 		t.watermark.WithLabelValues(strconv.Itoa(int(part))).Set(float64(p.watermark) / 1000)
 	}
@@ -574,6 +619,11 @@ func (t *Task) Revoked(m map[string][]int32) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, part := range m[t.cfg.Source.Topic] {
+		if p := t.parts[part]; p != nil {
+			if err := p.store.Close(); err != nil {
+				t.log.Warn("close state store", "partition", part, "err", err)
+			}
+		}
 		delete(t.parts, part)
 		t.watermark.DeleteLabelValues(strconv.Itoa(int(part)))
 	}
@@ -647,10 +697,22 @@ func (t *Task) settledEnds(ctx context.Context, adm *kadm.Client, parts []int32)
 	}
 }
 
-func (t *Task) restore(ctx context.Context, parts []int32) (map[int32]*partition, int, error) {
+func (t *Task) restore(ctx context.Context, parts []int32) (_ map[int32]*partition, _ int, err error) {
 	out := make(map[int32]*partition, len(parts))
+	defer func() {
+		if err != nil {
+			for _, p := range out {
+				p.store.Close()
+			}
+		}
+	}()
 	for _, p := range parts {
-		out[p] = newPartition()
+		st, err := t.openStore(p)
+		if err != nil {
+			return nil, 0, fmt.Errorf("restore: partition %d: %w", p, err)
+		}
+		out[p] = newPartition(st)
+		out[p].fresh = t.cfg.State.Store == config.StorePebble
 	}
 	cl, err := kgo.NewClient(t.cfg.Opts...)
 	if err != nil {
@@ -692,9 +754,18 @@ func (t *Task) restore(ctx context.Context, parts []int32) (map[int32]*partition
 	}
 	defer rc.Close()
 	records, size := 0, 0
-	restorers := map[int32]*restorer{}
+	restorers := map[int32]recordSink{}
 	for _, p := range parts {
-		restorers[p] = t.eng.newRestorer()
+		if t.cfg.State.Store == config.StorePebble {
+			d, err := t.eng.newDiskRestorer(t.stateDir(), p)
+			if err != nil {
+				return nil, 0, err
+			}
+			defer d.close()
+			restorers[p] = d
+		} else {
+			restorers[p] = t.eng.newRestorer()
+		}
 	}
 	lastLog := time.Now()
 	for len(want) > 0 {
@@ -738,27 +809,52 @@ func (t *Task) restore(ctx context.Context, parts []int32) (map[int32]*partition
 	}
 	for part, r := range restorers {
 		p := out[part]
-		p.committed = r.finish()
-		for _, st := range p.committed {
+		each := func(key string, st *entityState) {
 			p.watermark = max(p.watermark, st.maxTime)
-		}
-	}
-	for _, p := range out {
-		if t.eng.HasTimers() {
-			for key, st := range p.committed {
+			if t.eng.HasTimers() {
 				if at := t.eng.NextTimer(st); at != math.MaxInt64 {
 					p.timers.set(key, at)
 				}
 			}
-			p.timers.commit()
 		}
+		switch r := r.(type) {
+		case *restorer:
+			states := r.finish()
+			puts := make([]statestore.Put[*entityState], 0, len(states))
+			for key, st := range states {
+				each(key, st)
+				puts = append(puts, statestore.Put[*entityState]{Key: key, State: st, Time: st.expiry()})
+			}
+			if err := p.store.Apply(puts); err != nil {
+				return nil, 0, fmt.Errorf("restore: partition %d: state store: %w", part, err)
+			}
+		case *diskRestorer:
+			if err := r.finish(p.store, each); err != nil {
+				return nil, 0, fmt.Errorf("restore: partition %d: %w", part, err)
+			}
+		}
+		p.timers.commit()
 	}
 	t.restoreBytes.Add(float64(size))
 	return out, records, nil
 }
 
-func newPartition() *partition {
-	return &partition{committed: map[string]*entityState{}, staged: map[string]*entityState{}, timers: newTimers(), lastEvent: time.Now()}
+func newPartition(st store) *partition {
+	return &partition{store: st, staged: map[string]*entityState{}, timers: newTimers(), lastEvent: time.Now()}
+}
+
+// recordSink takes the changelog records of a restore.
+type recordSink interface {
+	apply(key, value []byte) error
+}
+
+// fail makes the task stop at the next record: its state can no longer be
+// trusted, and a restart restores it from the changelog.
+func (t *Task) fail(err error) {
+	if t.broken == nil {
+		t.broken = err
+		t.log.Error("processor state failed; stopping to restore from the changelog", "source", t.cfg.Source.Name, "err", err)
+	}
 }
 
 // holds evaluates a where-filter on a projected source value.

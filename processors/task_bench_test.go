@@ -14,6 +14,7 @@ import (
 
 	"github.com/weirhq/weir/internal/config"
 	"github.com/weirhq/weir/internal/loadgen"
+	"github.com/weirhq/weir/processors/statestore"
 	"github.com/weirhq/weir/schemas"
 	"github.com/weirhq/weir/schemas/registry"
 )
@@ -22,8 +23,24 @@ import (
 // decode, state update, every view's features, feature-row encoding, and
 // the changelog records of a 1000-record transaction.
 func BenchmarkProcess(b *testing.B) {
+	for _, store := range []string{config.StoreMemory, config.StorePebble} {
+		b.Run(store, func(b *testing.B) { benchmarkProcess(b, store) })
+	}
+}
+
+func benchmarkProcess(b *testing.B, store string) {
 	ctx := context.Background()
 	task, txn, src := newMemTask(b)
+	if store == config.StorePebble {
+		task.cfg.State = config.State{Store: config.StorePebble, Dir: b.TempDir()}
+		st, err := task.openStore(0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { st.Close() })
+		task.parts[0] = newPartition(st)
+		task.parts[0].fresh = true
+	}
 	g := loadgen.New(loadgen.Config{Seed: 1, Cards: 20000})
 	recs := make([]*kgo.Record, 100000)
 	for i := range recs {
@@ -40,8 +57,17 @@ func BenchmarkProcess(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		r := recs[i%len(recs)]
-		if i > 0 && i%len(recs) == 0 { // start the stream over, a day later
-			task.parts[0] = newPartition()
+		if i > 0 && i%len(recs) == 0 { // start the stream over
+			b.StopTimer()
+			task.parts[0].store.Close()
+			st, err := task.openStore(0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			fresh := task.parts[0].fresh
+			task.parts[0] = newPartition(st)
+			task.parts[0].fresh = fresh
+			b.StartTimer()
 		}
 		if out, err = task.Process(ctx, r, out[:0]); err != nil {
 			b.Fatal(err)
@@ -99,7 +125,7 @@ func newMemTaskFrom(tb testing.TB, path string) (*Task, *schemas.Serde, config.S
 	if err != nil {
 		tb.Fatal(err)
 	}
-	task.parts[0] = newPartition()
+	task.parts[0] = newPartition(statestore.NewMemory[*entityState]())
 	return task, txn, src
 }
 
@@ -144,7 +170,7 @@ func TestEntityExpiry(t *testing.T) {
 		t.Fatalf("tombstones %v, want [a]", got)
 	}
 	task.Abort() // the transaction failed: a is still there
-	if task.parts[0].committed["a"] == nil {
+	if _, ok, _ := task.parts[0].store.Get("a"); !ok {
 		t.Fatal("an aborted expiry removed the entity")
 	}
 	send("b", t0+ttl+2*time.Minute.Milliseconds(), 2)
@@ -152,8 +178,8 @@ func TestEntityExpiry(t *testing.T) {
 		t.Fatalf("after the retry, tombstones %v, want [a]", got)
 	}
 	task.Commit()
-	if _, ok := task.parts[0].committed["a"]; ok || len(task.parts[0].committed) != 1 {
-		t.Fatalf("state after expiry holds %d entities, a present: %v", len(task.parts[0].committed), ok)
+	if _, ok, _ := task.parts[0].store.Get("a"); ok || task.parts[0].store.Len() != 1 {
+		t.Fatalf("state after expiry holds %d entities, a present: %v", task.parts[0].store.Len(), ok)
 	}
 	// a comes back: its windows start empty.
 	rec := send("a", t0+ttl+3*time.Minute.Milliseconds(), 3)
@@ -210,7 +236,7 @@ func TestWhereThroughTask(t *testing.T) {
 func TestIdlePartitionClosesWindows(t *testing.T) {
 	ctx := context.Background()
 	task, txn, src := newMemTaskFrom(t, "../internal/config/testdata/windows.good.yaml")
-	task.parts[1] = newPartition()
+	task.parts[1] = newPartition(statestore.NewMemory[*entityState]())
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
 	send := func(part int32, card string, ts, offset int64) {
 		t.Helper()

@@ -51,6 +51,7 @@ func newFixture(t *testing.T, partitions int, mutate ...func(*config.Config)) *f
 	cfg.Topics.Partitions = partitions
 	cfg.Sources[0].Topic = testenv.Name("payments")
 	cfg.Labels.Topic = testenv.Name("labels")
+	cfg.State.Dir = t.TempDir()
 	for _, m := range mutate {
 		m(cfg)
 	}
@@ -125,7 +126,7 @@ func (f *fixture) loop(t *testing.T, instance string, reg ...prometheus.Register
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	task, err := processors.NewTask(processors.TaskConfig{
 		Source: src, Views: views, Entities: f.cfg.Entities, FeatureTopics: topics,
-		ChangelogTopic: f.cfg.ChangelogTopic(src.Name), Opts: opts,
+		ChangelogTopic: f.cfg.ChangelogTopic(src.Name), Opts: opts, State: f.cfg.State,
 	}, f.txn, f.rows, log, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -300,11 +301,17 @@ func (f *fixture) check(t *testing.T, raw, rows []*kgo.Record) {
 // each time), then checks every feature row against the oracle, with no
 // duplicate and no gap, and the dead letters with their reasons.
 func TestExactlyOnceAcrossRestarts(t *testing.T) {
+	for _, store := range []string{config.StoreMemory, config.StorePebble} {
+		t.Run(store, func(t *testing.T) { testExactlyOnceAcrossRestarts(t, store) })
+	}
+}
+
+func testExactlyOnceAcrossRestarts(t *testing.T, store string) {
 	n := 20000
 	if testing.Short() {
 		n = 4000
 	}
-	f := newFixture(t, 3)
+	f := newFixture(t, 3, func(c *config.Config) { c.State.Store = store })
 	st := f.produce(t, loadgen.Config{Seed: 7, Cards: 300, EventsPerSecond: 50}, n, 997)
 	rng := rand.New(rand.NewPCG(1, 1))
 	deadline := time.Now().Add(2 * time.Minute)
@@ -623,12 +630,19 @@ func TestRepartitionedEntity(t *testing.T) {
 // watermark of its partition has passed has a final row equal to the batch
 // aggregate over all its events; windows it has not passed have none.
 func TestWindowedViews(t *testing.T) {
+	for _, store := range []string{config.StoreMemory, config.StorePebble} {
+		t.Run(store, func(t *testing.T) { testWindowedViews(t, store) })
+	}
+}
+
+func testWindowedViews(t *testing.T, store string) {
 	n := 8000
 	if testing.Short() {
 		n = 3000
 	}
 	const gap = 10 * time.Second
 	f := newFixture(t, 3, func(c *config.Config) {
+		c.State.Store = store
 		c.Views = append(c.Views,
 			config.View{Name: "card_minutes", Source: "payments", Entity: "card", TTL: config.Duration(time.Hour), Kind: config.KindTumbling,
 				Window: config.Duration(time.Minute), Emit: config.EmitBoth, Features: []config.Feature{

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -36,6 +37,7 @@ type Config struct {
 	Monitors       []Monitor       `yaml:"monitors"`
 	Retrain        []RetrainPolicy `yaml:"retrain"`
 	Serve          Serve           `yaml:"serve"`
+	State          State           `yaml:"state"`
 
 	path string
 	root *yaml.Node
@@ -118,6 +120,25 @@ type Source struct {
 	// still close (default 30s).
 	IdleTimeout Duration `yaml:"idle_timeout"`
 }
+
+// State configures where processors keep entity state between
+// transactions. The changelog topics are the source of truth either way:
+// a store is rebuilt from them on every partition assignment.
+type State struct {
+	// Store is memory (the default: decoded state on the heap, fastest) or
+	// pebble (encoded on disk, for state larger than memory).
+	Store string `yaml:"store"`
+	// Dir holds the pebble stores (default <data_dir>/state).
+	Dir string `yaml:"dir"`
+	// CacheMB is each pebble partition store's block cache (default 64).
+	CacheMB int `yaml:"cache_mb"`
+}
+
+// State stores.
+const (
+	StoreMemory = "memory"
+	StorePebble = "pebble"
+)
 
 // Entity names a key that views aggregate by.
 type Entity struct {
@@ -418,6 +439,12 @@ func (c *Config) applyDefaults() {
 		def(&s.MaxSkew, 7*24*time.Hour)
 		def(&s.Lateness, time.Minute)
 		def(&s.IdleTimeout, 30*time.Second)
+	}
+	if c.State.Store == "" {
+		c.State.Store = StoreMemory
+	}
+	if c.State.Dir == "" {
+		c.State.Dir = filepath.Join(c.DataDir, "state")
 	}
 	for i := range c.Views {
 		v := &c.Views[i]

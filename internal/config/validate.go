@@ -51,6 +51,12 @@ func (c *Config) Validate() error {
 		}
 		entities[e.Name] = true
 	}
+	if c.State.Store != StoreMemory && c.State.Store != StorePebble {
+		bad("state.store", "unknown store %q (memory or pebble)", c.State.Store)
+	}
+	if c.State.CacheMB < 0 {
+		bad("state.cache_mb", "must not be negative")
+	}
 	views := map[string]*View{}
 	for i := range c.Views {
 		v := &c.Views[i]

@@ -3,6 +3,7 @@ package roles
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 
 	"github.com/weirhq/weir/internal/config"
 	"github.com/weirhq/weir/processors"
@@ -74,12 +75,20 @@ func (e *Env) viewLoop(ctx context.Context, src config.Source, srcSerde *schemas
 	}
 	task, err := processors.NewTask(processors.TaskConfig{
 		Source: src, Views: views, Entities: e.Cfg.Entities, FeatureTopics: topics,
-		ChangelogTopic: changelog, Repartitions: reparts, Opts: e.Kafka,
+		ChangelogTopic: changelog, Repartitions: reparts, Opts: e.Kafka, State: e.stateConfig(),
 	}, srcSerde, rowSerde, e.Log.With("role", "processor"), e.Metrics, hooks...)
 	if err != nil {
 		return nil, err
 	}
 	return streams.NewLoop(e.loopConfig(stage, src.Topic), task, e.Log.With("role", "processor"), e.Metrics).Run, nil
+}
+
+// stateConfig is the config's state section with the directory made this
+// instance's own, so instances sharing a data directory never share stores.
+func (e *Env) stateConfig() config.State {
+	st := e.Cfg.State
+	st.Dir = filepath.Join(st.Dir, e.Instance)
+	return st
 }
 
 func (e *Env) loopConfig(stage, topic string) streams.LoopConfig {

@@ -1,0 +1,189 @@
+package statestore
+
+import (
+	"slices"
+	"sync/atomic"
+	"unsafe"
+)
+
+// bucketShift sets the width of the memory store's time buckets: 2^20 ms,
+// about 17 minutes. Expired visits whole buckets before the horizon and
+// checks each entity's time only in the horizon's own bucket.
+const bucketShift = 20
+
+// memory is the in-memory Store: a map of entities and, as the time index,
+// buckets of entities by newest event time. An entity is in exactly one
+// bucket, at position pos, so moving it to a newer bucket is O(1).
+type memory[S any] struct {
+	m       map[string]memEntry[S]
+	buckets map[int64]*bucket // by time >> bucketShift
+	order   []int64           // bucket ids ascending; may hold empty buckets until Expired passes them
+
+	perEntry int64        // estimated heap per entity besides its key and state
+	sizer    bool         // S implements Sizer
+	n        atomic.Int64 // entities
+	held     atomic.Int64 // bytes of keys and Sizer states
+}
+
+type memEntry[S any] struct {
+	state S
+	time  int64
+	size  int32 // the state's SizeBytes when Put, if it is a Sizer
+	pos   int32 // index in the bucket of time
+}
+
+type bucket struct {
+	slots []slot
+}
+
+type slot struct {
+	key  string
+	time int64
+}
+
+var _ Store[int] = (*memory[int])(nil)
+
+// NewMemory returns an empty in-memory store. It keeps states as given,
+// without encoding them.
+func NewMemory[S any]() Store[S] {
+	s := &memory[S]{m: map[string]memEntry[S]{}, buckets: map[int64]*bucket{}}
+	_, s.sizer = any(*new(S)).(Sizer)
+	// A map slot (key header and entry) at Go's 7/8 load factor, a
+	// bucket slot with some slack for growth, and the key's allocation
+	// rounding; checked against the heap by TestBigMemory.
+	slotBytes := int64(unsafe.Sizeof("")) + int64(unsafe.Sizeof(memEntry[S]{}))
+	s.perEntry = slotBytes*8/7 + int64(unsafe.Sizeof(slot{}))*5/4 + 8
+	return s
+}
+
+func (s *memory[S]) Get(key string) (S, bool, error) {
+	e, ok := s.m[key]
+	return e.state, ok, nil
+}
+
+func (s *memory[S]) Apply(puts []Put[S]) error {
+	if err := checkKeys(puts); err != nil {
+		return err
+	}
+	var dn, dheld int64
+	for i := range puts {
+		p := &puts[i]
+		old, exists := s.m[p.Key]
+		if exists {
+			dheld -= int64(len(p.Key)) + int64(old.size)
+		}
+		if p.Delete {
+			if exists {
+				s.unindex(old)
+				delete(s.m, p.Key)
+				dn--
+			}
+			continue
+		}
+		e := memEntry[S]{state: p.State, time: p.Time}
+		if s.sizer {
+			e.size = int32(min(any(p.State).(Sizer).SizeBytes(), 1<<31-1))
+		}
+		switch {
+		case exists && old.time>>bucketShift == p.Time>>bucketShift:
+			e.pos = old.pos
+			s.buckets[p.Time>>bucketShift].slots[e.pos].time = p.Time
+		default:
+			if exists {
+				s.unindex(old)
+			} else {
+				dn++
+			}
+			e.pos = s.index(p.Key, p.Time)
+		}
+		s.m[p.Key] = e
+		dheld += int64(len(p.Key)) + int64(e.size)
+	}
+	s.n.Add(dn)
+	s.held.Add(dheld)
+	return nil
+}
+
+// index adds key to the bucket of t and returns its position there.
+func (s *memory[S]) index(key string, t int64) int32 {
+	id := t >> bucketShift
+	b := s.buckets[id]
+	if b == nil {
+		b = &bucket{}
+		s.buckets[id] = b
+		i, _ := slices.BinarySearch(s.order, id)
+		s.order = slices.Insert(s.order, i, id)
+	}
+	b.slots = append(b.slots, slot{key: key, time: t})
+	return int32(len(b.slots) - 1)
+}
+
+// unindex removes e from its bucket, moving the bucket's last entity into
+// its place.
+func (s *memory[S]) unindex(e memEntry[S]) {
+	b := s.buckets[e.time>>bucketShift]
+	last := int32(len(b.slots) - 1)
+	if e.pos != last {
+		moved := b.slots[last]
+		b.slots[e.pos] = moved
+		me := s.m[moved.key]
+		me.pos = e.pos
+		s.m[moved.key] = me
+	}
+	if last == 0 {
+		b.slots = nil // an empty bucket gives its memory back
+		return
+	}
+	b.slots[last] = slot{}
+	b.slots = b.slots[:last]
+}
+
+func (s *memory[S]) Expired(horizon int64, fn func(key string) bool) error {
+	hb := horizon >> bucketShift
+	visited, empty := 0, 0
+	defer func() {
+		if empty == 0 {
+			return
+		}
+		// Forget the empty buckets Expired passed.
+		kept := s.order[:0]
+		for _, id := range s.order[:visited] {
+			if len(s.buckets[id].slots) == 0 {
+				delete(s.buckets, id)
+				continue
+			}
+			kept = append(kept, id)
+		}
+		s.order = append(kept, s.order[visited:]...)
+	}()
+	for _, id := range s.order {
+		if id > hb {
+			break
+		}
+		visited++
+		b := s.buckets[id]
+		if len(b.slots) == 0 {
+			empty++
+			continue
+		}
+		for _, sl := range b.slots {
+			if (id < hb || sl.time < horizon) && !fn(sl.key) {
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+func (s *memory[S]) Len() int { return int(s.n.Load()) }
+
+func (s *memory[S]) SizeBytes() int64 {
+	return s.held.Load() + s.n.Load()*s.perEntry
+}
+
+func (s *memory[S]) Close() error {
+	s.m, s.buckets, s.order = nil, nil, nil
+	s.n.Store(0)
+	s.held.Store(0)
+	return nil
+}
