@@ -6,7 +6,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -294,4 +298,73 @@ func TestIdlePartitionClosesWindows(t *testing.T) {
 	if task.Due(now) {
 		t.Fatal("still due after the close committed")
 	}
+}
+
+// TestBigState puts WEIR_BIG_STATE entities (e.g. 10000000) through a task
+// with the on-disk store and issue 4's view (three sliding windows, five
+// aggregations each), two events per entity, committing every 10,000
+// events, and reports the process's peak RSS, the store's bytes and the
+// rate. It is a measurement, not run by make test.
+func TestBigState(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("WEIR_BIG_STATE"))
+	if n == 0 {
+		t.Skip("set WEIR_BIG_STATE to a number of entities")
+	}
+	ctx := context.Background()
+	task, txn, src := newMemTaskFrom(t, "testdata/issue-workload.yaml")
+	task.cfg.State = config.State{Store: config.StorePebble, Dir: t.TempDir()}
+	st, err := task.openStore(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	task.parts[0] = newPartition(st)
+	task.parts[0].fresh = true
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	start := time.Now()
+	var out []*kgo.Record
+	events := 2 * n
+	for i := range events {
+		card := i % n
+		// Both passes over the cards within a day of event time: every
+		// entity holds two events in its 24h window.
+		ts := t0 + int64(i)*(20*time.Hour).Milliseconds()/int64(events)
+		v, err := txn.Encode(&schemas.Transaction{TxnID: strconv.Itoa(i), CardID: fmt.Sprintf("card-%09d", card), Amount: float64(i % 997), EventTime: ts})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err = task.Process(ctx, &kgo.Record{Topic: src.Topic, Key: []byte(fmt.Sprintf("card-%09d", card)), Value: v, Offset: int64(i)}, out[:0]); err != nil {
+			t.Fatal(err)
+		}
+		if i%10_000 == 9_999 {
+			out = task.Flush(out[:0])
+			task.Commit()
+			if task.broken != nil {
+				t.Fatal(task.broken)
+			}
+		}
+		if i%1_000_000 == 999_999 {
+			t.Logf("%d events, %d entities, %.0f events/s, peak RSS %s, store %d MB", i+1, st.Len(), float64(i+1)/time.Since(start).Seconds(), peakRSS(), st.SizeBytes()>>20)
+		}
+	}
+	out = task.Flush(out[:0])
+	task.Commit()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	t.Logf("done: %d events, %d entities in %s (%.0f events/s); peak RSS %s, Go heap in use %d MB, store %d MB",
+		events, st.Len(), time.Since(start).Round(time.Second), float64(events)/time.Since(start).Seconds(), peakRSS(), ms.HeapInuse>>20, st.SizeBytes()>>20)
+}
+
+// peakRSS is the process's peak resident set (VmHWM).
+func peakRSS() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "?"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			return strings.Join(strings.Fields(strings.TrimPrefix(line, "VmHWM:")), " ")
+		}
+	}
+	return "?"
 }
