@@ -125,8 +125,6 @@ type partition struct {
 	stagedWM  int64
 	timers    *timers
 	lastEvent time.Time // wall clock of the last event processed
-	// closedWM is the watermark the windows were last advanced to.
-	closedWM, stagedClosedWM int64
 	swept                    int64 // watermark at the last sweep for expired entities
 	// stagedSwept is the watermark of a sweep in this transaction.
 	stagedSwept int64
@@ -495,7 +493,7 @@ func (t *Task) timerWatermark(p *partition, now time.Time) int64 {
 // fireTimers advances the windows of the partition's entities that are due
 // at watermark wm, emitting final rows.
 func (t *Task) fireTimers(part int32, p *partition, wm int64, out []*kgo.Record) []*kgo.Record {
-	if wm == math.MinInt64 || wm <= max(p.closedWM, p.stagedClosedWM) {
+	if wm == math.MinInt64 || p.timers.min() > wm {
 		return out
 	}
 	t.cur, t.curPart, t.curOut = nil, part, out
@@ -515,7 +513,6 @@ func (t *Task) fireTimers(part int32, p *partition, wm int64, out []*kgo.Record)
 		}
 		p.timers.set(key, next)
 	})
-	p.stagedClosedWM = wm
 	out, t.curOut = t.curOut, nil
 	return out
 }
@@ -530,7 +527,7 @@ func (t *Task) Due(now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, p := range t.parts {
-		if wm := t.timerWatermark(p, now); wm != math.MinInt64 && wm > max(p.closedWM, p.stagedClosedWM) && p.timers.min() <= wm {
+		if wm := t.timerWatermark(p, now); wm != math.MinInt64 && p.timers.min() <= wm {
 			return true
 		}
 	}
@@ -589,7 +586,6 @@ func (t *Task) Commit() {
 		clear(p.staged)
 		p.watermark = max(p.watermark, p.stagedWM)
 		p.swept = max(p.swept, p.stagedSwept)
-		p.closedWM = max(p.closedWM, p.stagedClosedWM)
 		p.timers.commit()
 		n += p.store.Len()
 		size += p.store.SizeBytes()
@@ -609,7 +605,6 @@ func (t *Task) Abort() {
 		clear(p.staged)
 		p.stagedWM = p.watermark
 		p.stagedSwept = p.swept
-		p.stagedClosedWM = p.closedWM
 		p.timers.abort()
 	}
 }
