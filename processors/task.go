@@ -125,7 +125,7 @@ type partition struct {
 	stagedWM  int64
 	timers    *timers
 	lastEvent time.Time // wall clock of the last event processed
-	swept                    int64 // watermark at the last sweep for expired entities
+	swept     int64     // watermark at the last sweep for expired entities
 	// stagedSwept is the watermark of a sweep in this transaction.
 	stagedSwept int64
 }
