@@ -347,7 +347,7 @@ func TestBigState(t *testing.T) {
 			t.Logf("%d events, %d entities, %.0f events/s, peak RSS %s, store %d MB", i+1, st.Len(), float64(i+1)/time.Since(start).Seconds(), peakRSS(), st.SizeBytes()>>20)
 		}
 	}
-	out = task.Flush(out[:0])
+	task.Flush(out[:0])
 	task.Commit()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
