@@ -15,7 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Processor is one exactly-once stage's logic, driven by Loop.
+// Processor is one stage's logic, driven by Loop.
 //
 // Contract: Loop calls Assigned and Revoked from the group's rebalance
 // callbacks and Process, Flush, Commit and Abort from its own goroutine,
@@ -25,12 +25,15 @@ import (
 // while a transaction ends (its coordinator went away, as in a broker
 // restart), the partitions are reported lost (Revoked) before that
 // transaction's Abort, and Abort drops what is staged for the partitions
-// left. Every record passed to Process is handled exactly once in the
-// output: its outputs, the changelog and its consumer offset commit in one
-// Kafka transaction. Changes Process makes to state are staged: Commit
-// makes them permanent once the transaction committed, Abort drops them
-// when it aborted, after which the loop re-consumes from the last committed
-// offsets.
+// left. Under the exactly-once guarantee (the default), every record passed
+// to Process is handled exactly once in the output: its outputs, the
+// changelog and its consumer offset commit in one Kafka transaction. Under
+// LoopConfig.AtLeastOnce, a batch plays the transaction's part: its outputs
+// and changelog are acknowledged before its offsets commit, so every record
+// is handled at least once (see Loop). Changes Process makes to state are
+// staged: Commit makes them permanent once the transaction (or batch)
+// committed, Abort drops them when it aborted, after which the loop
+// re-consumes from the last committed offsets.
 type Processor interface {
 	// Assigned restores the state of newly assigned partitions before any of
 	// their records is processed.
@@ -40,8 +43,9 @@ type Processor interface {
 	// Process handles one record, appending the records to produce to out;
 	// each must carry its Partition (the loop partitions manually).
 	// A *DeadLetter error sends rec to the dead-letter topic and the loop
-	// goes on; a *RetryError aborts the transaction and processes again
-	// after a backoff; any other error stops the loop. Process must not keep rec.
+	// goes on; a *RetryError aborts the transaction (or batch) and
+	// processes again after a backoff; any other error stops the loop.
+	// Process must not keep rec.
 	Process(ctx context.Context, rec *kgo.Record, out []*kgo.Record) ([]*kgo.Record, error)
 	// Flush appends records for state staged since the last Commit or Abort
 	// (e.g. one changelog record per entity touched) to out.
@@ -74,9 +78,14 @@ type Punctuator interface {
 type LoopConfig struct {
 	Stage           string   // names the stage in metrics, logs and pprof labels
 	Group           string   // consumer group
-	TransactionalID string   // stable per instance, so a restarted instance fences its predecessor
+	TransactionalID string   // stable per instance, so a restarted instance fences its predecessor; unused when AtLeastOnce
 	Topics          []string // input topics
 	DeadLetterTopic string
+	// AtLeastOnce runs the loop without transactions (kafka.guarantee:
+	// at_least_once): a plain consumer group whose offsets commit, batch by
+	// batch, only after the batch's outputs were acknowledged. Outputs may
+	// be duplicated, never lost; see Loop.
+	AtLeastOnce bool
 	// MaxBatch bounds the records in one transaction (default 10000).
 	MaxBatch int
 	// CommitInterval is how long a transaction gathers records before it
@@ -91,24 +100,42 @@ type LoopConfig struct {
 	// group to expire the predecessor's session. It must be stable across
 	// restarts and unique in the group, like TransactionalID; the restarted
 	// instance's transactional id fences the predecessor's transaction
-	// before it joins. A static member does not leave the group when it
-	// stops: an instance removed for good keeps its partitions until
-	// SessionTimeout, and one restarted under another id waits that long for
-	// the partitions of its old id.
+	// before it joins (under AtLeastOnce, whatever the predecessor produced
+	// without committing its offsets is processed again). A static member
+	// does not leave the group when it stops: an instance removed for good
+	// keeps its partitions until SessionTimeout, and one restarted under
+	// another id waits that long for the partitions of its old id.
 	InstanceID string
 	// SessionTimeout is how long the group waits for a member's heartbeat
 	// before it expires the member and gives its partitions to others
 	// (kgo.SessionTimeout; zero keeps kgo's default, 45s).
 	SessionTimeout time.Duration
 	// Opts are the base client options (streams.ClientOpts); the loop adds
-	// group, transaction and read_committed options.
+	// group, read_committed and (exactly once) transaction options.
 	Opts []kgo.Opt
 }
 
-// Loop runs a Processor in a franz-go GroupTransactSession: poll, process,
-// produce outputs and changelog, commit offsets and outputs in one
+// Loop runs a Processor in one of two modes.
+//
+// Exactly once (the default): a franz-go GroupTransactSession. Poll,
+// process, produce outputs and changelog, commit offsets and outputs in one
 // transaction. Rebalances wait for the transaction to end (see Processor),
 // and a group session lost during a transaction aborts it.
+//
+// At least once (LoopConfig.AtLeastOnce): a plain consumer group (no
+// transactional id; static membership still applies) and an idempotent
+// producer. Each batch, gathered as a transaction would be, is processed,
+// flushed and produced; the loop waits until the brokers acknowledged every
+// record of it (kgo.Client.Flush), then commits the batch's offsets
+// synchronously, then calls Commit. If a record fails to produce, or the
+// offsets fail to commit, the loop calls Abort, rewinds to the committed
+// offsets and processes the records again after a backoff: outputs (and
+// changelog records) may be written twice, never lost, and state restored
+// from the changelog may count a record twice. Rebalances wait for the
+// batch to commit or abort (kgo.BlockRebalanceOnPoll). Inputs are read
+// read_committed, as in exactly-once mode: a source written by transactional
+// producers costs latency up to their commit, but aborted records are not
+// processed; with non-transactional producers it costs nothing.
 type Loop struct {
 	cfg LoopConfig
 	log *slog.Logger
@@ -118,6 +145,7 @@ type Loop struct {
 	proc Processor
 
 	endGrace time.Duration // see end; a field so that tests can shorten it
+	out      []*kgo.Record // output buffer, reused by the loop's goroutine
 }
 
 type loopMetrics struct {
@@ -139,10 +167,10 @@ func NewLoop(cfg LoopConfig, proc Processor, log *slog.Logger, reg prometheus.Re
 	l := prometheus.Labels{"stage": cfg.Stage}
 	in := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_stream_records_in_total", Help: "Records consumed and committed."}, []string{"stage"})
 	out := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_stream_records_out_total", Help: "Records produced and committed."}, []string{"stage"})
-	ab := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_stream_txn_aborted_total", Help: "Transactions aborted (rebalance or produce failure)."}, []string{"stage"})
+	ab := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_stream_txn_aborted_total", Help: "Transactions (or at-least-once batches) aborted (rebalance, produce or commit failure, retry)."}, []string{"stage"})
 	dead := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_stream_deadletter_total", Help: "Records sent to the dead-letter topic, by reason."}, []string{"stage", "reason"})
-	commit := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "weir_stream_txn_commit_seconds", Help: "Time to end a transaction with a commit.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}, []string{"stage"})
-	restarts := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_stream_session_restarts_total", Help: "Transactional sessions closed after an error and started again."}, []string{"stage"})
+	commit := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "weir_stream_txn_commit_seconds", Help: "Time to end a transaction with a commit, or at least once to flush a batch's output and commit its offsets.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}, []string{"stage"})
+	restarts := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_stream_session_restarts_total", Help: "Sessions (clients) closed after an error and started again."}, []string{"stage"})
 	lag := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "weir_stream_consumer_lag", Help: "Records between the last one fetched and the partition's high watermark, as of the last fetch."}, []string{"stage", "topic", "partition"})
 	if reg != nil {
 		for _, c := range []prometheus.Collector{in, out, ab, restarts, dead, commit, lag} {
@@ -177,20 +205,29 @@ const endGrace = 5 * time.Second
 // dead letter or a retry), a failed restore, or a configuration the client
 // refuses.
 //
-// A transactional session whose transaction fails to begin or end is
-// closed and a new one started in its place, after a backoff (250ms,
+// Exactly once, a transactional session whose transaction fails to begin
+// or end is closed and a new one started in its place, after a backoff (250ms,
 // doubling to 30s): franz-go documents End's errors as not retriable on the
 // same session, and after a broker restart the producer can be left fenced
 // or in a failed state. Closing the session revokes every partition
 // (Processor.Revoked); the new session fences the old one's transaction
 // and is assigned partitions again, which restores their state from the
 // changelog. Authorization errors stop the loop.
+//
+// At least once, a failed produce or offset commit rewinds the same client
+// to the committed offsets and the batch is processed again after a
+// backoff (100ms, doubling to 10s; see Loop); only authorization errors
+// stop the loop.
 func (l *Loop) Run(ctx context.Context) error {
 	pprof.SetGoroutineLabels(pprof.WithLabels(ctx, pprof.Labels("role", l.cfg.Stage)))
 	backoff := minSessionBackoff
+	session := l.session
+	if l.cfg.AtLeastOnce {
+		session = l.atLeastOnceSession
+	}
 	for {
 		started := time.Now()
-		err := l.session(ctx)
+		err := session(ctx)
 		if err == nil || ctx.Err() != nil {
 			return nil
 		}
@@ -202,7 +239,7 @@ func (l *Loop) Run(ctx context.Context) error {
 			backoff = minSessionBackoff
 		}
 		l.m.restarts.Inc()
-		l.log.Error("transactional session failed; starting a new one", "err", err, "backoff", backoff)
+		l.log.Error("session failed; starting a new one", "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -222,23 +259,33 @@ func (e *sessionError) Unwrap() error { return e.err }
 // sessionFailed wraps err as a sessionError, unless no new session can
 // help (the client is not authorized).
 func sessionFailed(err error) error {
-	for _, fatal := range []error{kerr.TransactionalIDAuthorizationFailed, kerr.GroupAuthorizationFailed,
-		kerr.TopicAuthorizationFailed, kerr.ClusterAuthorizationFailed} {
-		if errors.Is(err, fatal) {
-			return err
-		}
+	if unauthorized(err) {
+		return err
 	}
 	return &sessionError{err}
 }
 
-// session runs one GroupTransactSession until ctx is done (nil), the
-// session fails (a *sessionError) or the processor fails.
-func (l *Loop) session(ctx context.Context) error {
-	var assignErr error // guarded by l.mu
+// unauthorized reports whether err is an authorization error, which no
+// retry or new session can help.
+func unauthorized(err error) bool {
+	for _, fatal := range []error{kerr.TransactionalIDAuthorizationFailed, kerr.GroupAuthorizationFailed,
+		kerr.TopicAuthorizationFailed, kerr.ClusterAuthorizationFailed} {
+		if errors.Is(err, fatal) {
+			return true
+		}
+	}
+	return false
+}
+
+// groupOpts are the client options both modes share: the consumer group,
+// with rebalances blocked from each poll until the loop allows them, no
+// autocommit, manual partitioning, and the rebalance callbacks, which
+// record a failed restore in *assignErr (guarded by l.mu).
+func (l *Loop) groupOpts(assignErr *error) []kgo.Opt {
 	opts := append(append([]kgo.Opt(nil), l.cfg.Opts...),
 		kgo.ConsumerGroup(l.cfg.Group),
-		// The topics are added once the transactional id is fenced, below.
-		kgo.TransactionalID(l.cfg.TransactionalID),
+		// Exactly once needs it; at least once, so that a source written by
+		// transactional producers is read as they committed it.
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		// No RequireStableFetchOffsets: franz-go now sets RequireStable on
 		// every group offset fetch, so a new member's fetch waits for any
@@ -253,8 +300,8 @@ func (l *Loop) session(ctx context.Context) error {
 			l.log.Info("partitions assigned", "partitions", m)
 			l.mu.Lock()
 			defer l.mu.Unlock()
-			if err := l.proc.Assigned(ctx, m); err != nil && assignErr == nil {
-				assignErr = err
+			if err := l.proc.Assigned(ctx, m); err != nil && *assignErr == nil {
+				*assignErr = err
 			}
 		}),
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
@@ -276,6 +323,25 @@ func (l *Loop) session(ctx context.Context) error {
 	if l.cfg.SessionTimeout > 0 {
 		opts = append(opts, kgo.SessionTimeout(l.cfg.SessionTimeout))
 	}
+	return opts
+}
+
+// restoreErr returns the error of a failed restore, if any.
+func (l *Loop) restoreErr(assignErr *error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if *assignErr != nil {
+		return fmt.Errorf("%s: restore state: %w", l.cfg.Stage, *assignErr)
+	}
+	return nil
+}
+
+// session runs one GroupTransactSession until ctx is done (nil), the
+// session fails (a *sessionError) or the processor fails.
+func (l *Loop) session(ctx context.Context) error {
+	var assignErr error // guarded by l.mu
+	// The topics are added once the transactional id is fenced, below.
+	opts := append(l.groupOpts(&assignErr), kgo.TransactionalID(l.cfg.TransactionalID))
 	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
 		return fmt.Errorf("%s: start transactional session: %w", l.cfg.Stage, err)
@@ -294,23 +360,19 @@ func (l *Loop) session(ctx context.Context) error {
 	sess.Client().AddConsumeTopics(l.cfg.Topics...)
 
 	punct, _ := l.proc.(Punctuator)
-	var out []*kgo.Record
-	backoff := 100 * time.Millisecond
+	produce := func(r *kgo.Record) { sess.Produce(ctx, r, nil) } // a failed produce makes End abort
+	backoff := minRetryBackoff
 	for {
 		fetches := l.poll(ctx, sess, punct)
 		if ctx.Err() != nil {
 			return nil
 		}
-		l.mu.Lock()
-		err := assignErr
-		l.mu.Unlock()
-		if err != nil {
-			return fmt.Errorf("%s: restore state: %w", l.cfg.Stage, err)
+		if err := l.restoreErr(&assignErr); err != nil {
+			return err
 		}
 		if fetches.IsClientClosed() {
 			return nil
 		}
-		var fatal error
 		// No records: a transaction with no input if the processor has
 		// output due (Punctuator), else nothing to do.
 		input := fetches.NumRecords() > 0
@@ -321,45 +383,7 @@ func (l *Loop) session(ctx context.Context) error {
 		if err := sess.Begin(); err != nil {
 			return sessionFailed(fmt.Errorf("%s: begin transaction: %w", l.cfg.Stage, err))
 		}
-		// One transaction takes what arrives within the commit interval, up
-		// to MaxBatch records: polling again inside it is safe, since the
-		// rebalance stays blocked until AllowRebalance and End commits the
-		// offsets of everything polled.
-		begun := time.Now()
-		var n, produced int
-		dead := map[string]int{}
-		for input {
-			var fatal0 error
-			l.mu.Lock()
-			out, n, fatal0 = l.process(ctx, fetches, out[:0], n, dead)
-			l.mu.Unlock()
-			for _, r := range out {
-				sess.Produce(ctx, r, nil) // a failed produce makes End abort
-			}
-			produced += len(out)
-			if fatal = fatal0; fatal != nil {
-				break
-			}
-			left := l.cfg.CommitInterval - time.Since(begun)
-			if n >= l.cfg.MaxBatch || left <= 0 {
-				break
-			}
-			pctx, cancel := context.WithTimeout(ctx, left)
-			fetches = sess.PollRecords(pctx, l.cfg.MaxBatch-n)
-			cancel()
-			if ctx.Err() != nil || fetches.NumRecords() == 0 {
-				break
-			}
-		}
-		if fatal == nil {
-			l.mu.Lock()
-			out = l.proc.Flush(out[:0])
-			l.mu.Unlock()
-			for _, r := range out {
-				sess.Produce(ctx, r, nil)
-			}
-			produced += len(out)
-		}
+		b, fatal := l.fill(ctx, sess, fetches, input, produce)
 		var retry *RetryError
 		if errors.As(fatal, &retry) {
 			// Abort, rewind to the committed offsets and try again later.
@@ -373,27 +397,16 @@ func (l *Loop) session(ctx context.Context) error {
 			}
 			sess.AllowRebalance()
 			l.log.Warn("record failed for a reason that may pass; retrying from the committed offsets", "backoff", backoff, "err", fatal)
-			select {
-			case <-ctx.Done():
+			if !l.wait(ctx, &backoff) {
 				return nil
-			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, 10*time.Second)
 			continue
 		}
 		start := time.Now()
 		committed, err := l.end(ctx, sess, fatal == nil)
 		if committed {
-			backoff = 100 * time.Millisecond
-			l.mu.Lock()
-			l.proc.Commit()
-			l.mu.Unlock()
-			l.m.commit.Observe(time.Since(start).Seconds())
-			l.m.in.Add(float64(n))
-			l.m.out.Add(float64(produced))
-			for code, c := range dead {
-				l.m.dead.WithLabelValues(code).Add(float64(c))
-			}
+			backoff = minRetryBackoff
+			l.committed(b, time.Since(start))
 		} else {
 			l.abort()
 		}
@@ -412,16 +425,107 @@ func (l *Loop) session(ctx context.Context) error {
 	}
 }
 
-// poll polls for the next transaction's records. For a Punctuator it
+// A batch that failed for a reason that may pass (a *RetryError, at least
+// once a failed produce or offset commit) is retried after a backoff from
+// minRetryBackoff, doubling up to maxRetryBackoff; a committed batch resets
+// it.
+const (
+	minRetryBackoff = 100 * time.Millisecond
+	maxRetryBackoff = 10 * time.Second
+)
+
+// wait sleeps for *backoff and doubles it; false if ctx was done first.
+func (l *Loop) wait(ctx context.Context, backoff *time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(*backoff):
+	}
+	*backoff = min(2**backoff, maxRetryBackoff)
+	return true
+}
+
+// batch counts what one transaction, or one at-least-once batch, handled.
+type batch struct {
+	n        int            // input records processed
+	produced int            // records produced, dead letters included
+	dead     map[string]int // dead letters by reason code
+}
+
+// poller is what fill and poll poll: the transactional session or, at least
+// once, the client.
+type poller interface {
+	PollRecords(ctx context.Context, maxPollRecords int) kgo.Fetches
+}
+
+// fill runs one transaction's or batch's processing, handing every output
+// record to produce: the records of fetches (when input) and whatever else
+// arrives within the commit interval, up to MaxBatch records, then what
+// the processor's Flush appends. Polling again inside a batch is safe,
+// since the rebalance stays blocked until the loop allows it, and the
+// batch commits the offsets of everything polled. A processor error stops
+// the batch before Flush and is returned.
+func (l *Loop) fill(ctx context.Context, p poller, fetches kgo.Fetches, input bool, produce func(*kgo.Record)) (batch, error) {
+	b := batch{dead: map[string]int{}}
+	begun := time.Now()
+	for input {
+		var err error
+		l.mu.Lock()
+		l.out, b.n, err = l.process(ctx, fetches, l.out[:0], b.n, b.dead)
+		l.mu.Unlock()
+		for _, r := range l.out {
+			produce(r)
+		}
+		b.produced += len(l.out)
+		if err != nil {
+			return b, err
+		}
+		left := l.cfg.CommitInterval - time.Since(begun)
+		if b.n >= l.cfg.MaxBatch || left <= 0 {
+			break
+		}
+		pctx, cancel := context.WithTimeout(ctx, left)
+		fetches = p.PollRecords(pctx, l.cfg.MaxBatch-b.n)
+		cancel()
+		if ctx.Err() != nil || fetches.NumRecords() == 0 {
+			break
+		}
+	}
+	l.mu.Lock()
+	l.out = l.proc.Flush(l.out[:0])
+	l.mu.Unlock()
+	for _, r := range l.out {
+		produce(r)
+	}
+	b.produced += len(l.out)
+	return b, nil
+}
+
+// committed makes the processor's staged state permanent and counts the
+// batch, once its output and offsets committed; took is how long the
+// commit took.
+func (l *Loop) committed(b batch, took time.Duration) {
+	l.mu.Lock()
+	l.proc.Commit()
+	l.mu.Unlock()
+	l.m.commit.Observe(took.Seconds())
+	l.m.in.Add(float64(b.n))
+	l.m.out.Add(float64(b.produced))
+	for code, c := range b.dead {
+		l.m.dead.WithLabelValues(code).Add(float64(c))
+	}
+}
+
+// poll polls for the next transaction's (or batch's) records. For a Punctuator it
 // returns after the commit interval without records, so that the loop can
 // ask whether output is due.
-func (l *Loop) poll(ctx context.Context, sess *kgo.GroupTransactSession, punct Punctuator) kgo.Fetches {
+func (l *Loop) poll(ctx context.Context, p poller, punct Punctuator) kgo.Fetches {
 	if punct == nil {
-		return sess.PollRecords(ctx, l.cfg.MaxBatch)
+		return p.PollRecords(ctx, l.cfg.MaxBatch)
 	}
 	pctx, cancel := context.WithTimeout(ctx, l.cfg.CommitInterval)
 	defer cancel()
-	return sess.PollRecords(pctx, l.cfg.MaxBatch)
+	return p.PollRecords(pctx, l.cfg.MaxBatch)
 }
 
 // due asks the processor whether output is due without input.
@@ -431,7 +535,8 @@ func (l *Loop) due(punct Punctuator) bool {
 	return punct.Due(time.Now())
 }
 
-// abort drops the processor's staged state after a transaction aborted.
+// abort drops the processor's staged state after a transaction (or batch)
+// aborted.
 func (l *Loop) abort() {
 	l.mu.Lock()
 	l.proc.Abort()

@@ -50,10 +50,23 @@ type Kafka struct {
 	Brokers []string `yaml:"brokers"`
 	// ClientID prefixes every client id and transactional id.
 	ClientID string `yaml:"client_id"`
-	// CommitInterval is how often a transactional stage commits (default 100ms).
+	// CommitInterval is how often a stage commits (default 100ms).
 	CommitInterval Duration `yaml:"commit_interval"`
-	SASL           SASL     `yaml:"sasl"`
+	// Guarantee is the stream stages' delivery guarantee: exactly_once (the
+	// default: outputs, changelog and consumer offsets commit in one Kafka
+	// transaction) or at_least_once (no transactions: outputs are
+	// acknowledged before offsets commit, so a failure or restart may
+	// duplicate outputs and count reprocessed records twice in state, but
+	// never loses one; less latency and more throughput).
+	Guarantee string `yaml:"guarantee"`
+	SASL      SASL   `yaml:"sasl"`
 }
+
+// Delivery guarantees (Kafka.Guarantee).
+const (
+	GuaranteeExactlyOnce = "exactly_once"
+	GuaranteeAtLeastOnce = "at_least_once"
+)
 
 // SASL is optional SASL/PLAIN or SCRAM authentication.
 type SASL struct {
@@ -415,6 +428,9 @@ func (c *Config) applyDefaults() {
 		c.Kafka.ClientID = "weir"
 	}
 	def(&c.Kafka.CommitInterval, 100*time.Millisecond)
+	if c.Kafka.Guarantee == "" {
+		c.Kafka.Guarantee = GuaranteeExactlyOnce
+	}
 	if c.Redis.KeyPrefix == "" {
 		c.Redis.KeyPrefix = "weir"
 	}

@@ -78,3 +78,20 @@ func TestBad(t *testing.T) {
 		})
 	}
 }
+
+// TestGuarantee checks kafka.guarantee's default and the at-least-once
+// config (its bad value is testdata/guarantee.bad.yaml).
+func TestGuarantee(t *testing.T) {
+	for file, want := range map[string]string{
+		"testdata/demo.good.yaml":          GuaranteeExactlyOnce,
+		"testdata/at_least_once.good.yaml": GuaranteeAtLeastOnce,
+	} {
+		c, err := Load(file, func(string) string { return "" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Kafka.Guarantee != want {
+			t.Errorf("%s: kafka.guarantee %q, want %q", file, c.Kafka.Guarantee, want)
+		}
+	}
+}

@@ -16,6 +16,9 @@ func (c *Config) Validate() error {
 	bad := func(field, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("%s:%d: %s: %s", c.path, c.line(field), field, fmt.Sprintf(format, a...)))
 	}
+	if c.Kafka.Guarantee != GuaranteeExactlyOnce && c.Kafka.Guarantee != GuaranteeAtLeastOnce {
+		bad("kafka.guarantee", "unknown guarantee %q (exactly_once or at_least_once)", c.Kafka.Guarantee)
+	}
 	if c.Topics.Partitions < 1 {
 		bad("topics.partitions", "must be at least 1, got %d", c.Topics.Partitions)
 	}

@@ -95,11 +95,13 @@ func (e *Env) loopConfig(stage, topic string) streams.LoopConfig {
 	// The instance names both the transactional id and the static group
 	// membership: a restart under the same --instance fences its
 	// predecessor's transaction and takes its partitions at once.
+	// kafka.guarantee: at_least_once uses no transactional id.
 	id := e.Cfg.Kafka.ClientID + "." + stage + "." + e.Instance
 	return streams.LoopConfig{
 		Stage:           stage,
 		Group:           e.Cfg.Kafka.ClientID + "." + stage,
 		TransactionalID: id,
+		AtLeastOnce:     e.Cfg.Kafka.Guarantee == config.GuaranteeAtLeastOnce,
 		InstanceID:      id,
 		Topics:          []string{topic},
 		DeadLetterTopic: e.Cfg.DeadLetterTopic(),
