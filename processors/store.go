@@ -28,8 +28,9 @@ func (s *entityState) SizeBytes() int {
 	n := 64
 	if sl := s.slide; sl != nil {
 		n += 96 + cap(sl.events)*64
-		for _, ev := range sl.events {
-			n += 8*len(ev.vals) + 16*len(ev.cats)
+		if len(sl.events) > 0 { // every event has as many values and categories
+			ev := &sl.events[0]
+			n += len(sl.events) * (16 + 8*len(ev.vals) + 32*len(ev.cats))
 		}
 		for _, w := range sl.wins {
 			n += 40 + len(w.acc)*128
