@@ -71,15 +71,6 @@ func workloadByName(name string) (*workload, error) {
 	return nil, fmt.Errorf("-workload %q: want windows or demo", name)
 }
 
-// longest is the longest finite window.
-func (w *workload) longest() time.Duration {
-	var d time.Duration
-	for _, f := range w.features {
-		d = max(d, f.window)
-	}
-	return d
-}
-
 // describe is a one-line summary of the features.
 func (w *workload) describe() string {
 	var wins []time.Duration
