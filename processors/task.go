@@ -118,14 +118,18 @@ var _ streams.Processor = (*Task)(nil)
 
 // partition is the state of one assigned source partition.
 type partition struct {
-	store     store                   // committed state
-	fresh     bool                    // store.Get decodes a private copy (on disk)
-	staged    map[string]*entityState // nil: the entity expired in this transaction
-	watermark int64                   // greatest accepted event time, committed
-	stagedWM  int64
-	timers    *timers
-	lastEvent time.Time // wall clock of the last event processed
-	swept     int64     // watermark at the last sweep for expired entities
+	store store // committed state
+	fresh bool  // store.Get decodes a private copy (on disk)
+	// mutated: an event of this transaction changed a committed state in
+	// place (memory store); stale: such a transaction aborted, so the
+	// state must be restored from the changelog before it is used again.
+	mutated, stale bool
+	staged         map[string]*entityState // nil: the entity expired in this transaction
+	watermark      int64                   // greatest accepted event time, committed
+	stagedWM       int64
+	timers         *timers
+	lastEvent      time.Time // wall clock of the last event processed
+	swept          int64     // watermark at the last sweep for expired entities
 	// stagedSwept is the watermark of a sweep in this transaction.
 	stagedSwept int64
 }
@@ -243,6 +247,12 @@ func (t *Task) Process(ctx context.Context, rec *kgo.Record, out []*kgo.Record) 
 	if p == nil {
 		return out, fmt.Errorf("record of unassigned partition %d", rec.Partition)
 	}
+	if p.stale {
+		var err error
+		if p, err = t.reload(ctx, rec.Partition); err != nil {
+			return out, streams.Retry(err)
+		}
+	}
 	if len(rec.Key) == 0 {
 		return out, streams.Dead(streams.ReasonMissingKey, errors.New("record has no key"))
 	}
@@ -306,7 +316,7 @@ func (t *Task) Process(ctx context.Context, rec *kgo.Record, out []*kgo.Record) 
 	key := string(rec.Key)
 	id := string(vals[2].Bytes)
 
-	st, err := p.stage(key)
+	st, err := p.stage(key, false)
 	if err != nil {
 		t.fail(fmt.Errorf("state store: %w", err))
 		return out, t.broken
@@ -416,6 +426,9 @@ func (t *Task) checkTime(p *partition, ts int64) error {
 func (t *Task) Flush(out []*kgo.Record) []*kgo.Record {
 	now := time.Now()
 	for part, p := range t.parts {
+		if p.stale { // nothing staged; its timers wait for its restore
+			continue
+		}
 		if t.eng.HasTimers() {
 			out = t.fireTimers(part, p, t.timerWatermark(p, now), out)
 		}
@@ -440,9 +453,12 @@ func (t *Task) Flush(out []*kgo.Record) []*kgo.Record {
 	return out
 }
 
-// stage returns the entity's state for this transaction: its staged copy,
-// or a private copy of its committed state (nil if none or expired).
-func (p *partition) stage(key string) (*entityState, error) {
+// stage returns the entity's state for this transaction (nil if none or
+// expired): its staged state, or its committed state. An on-disk store
+// decodes a private copy; the memory store's committed state is changed in
+// place unless copy is set, which costs a deep copy but keeps the committed
+// state intact if the caller may leave its changes unstaged.
+func (p *partition) stage(key string, copy bool) (*entityState, error) {
 	if st, ok := p.staged[key]; ok {
 		return st, nil
 	}
@@ -450,10 +466,14 @@ func (p *partition) stage(key string) (*entityState, error) {
 	if err != nil || !ok {
 		return nil, err
 	}
-	if p.fresh {
+	switch {
+	case p.fresh:
 		return c, nil
+	case copy:
+		return c.clone(), nil
 	}
-	return c.clone(), nil
+	p.mutated = true
+	return c, nil
 }
 
 // wm is the partition's watermark as of this transaction: its newest event
@@ -498,7 +518,7 @@ func (t *Task) fireTimers(part int32, p *partition, wm int64, out []*kgo.Record)
 	}
 	t.cur, t.curPart, t.curOut = nil, part, out
 	p.timers.due(wm, func(key string) {
-		st, err := p.stage(key)
+		st, err := p.stage(key, true)
 		if err != nil {
 			t.fail(fmt.Errorf("state store: %w", err))
 		}
@@ -527,6 +547,9 @@ func (t *Task) Due(now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, p := range t.parts {
+		if p.stale {
+			continue
+		}
 		if wm := t.timerWatermark(p, now); wm != math.MinInt64 && p.timers.min() <= wm {
 			return true
 		}
@@ -583,6 +606,7 @@ func (t *Task) Commit() {
 		}
 		clear(puts)
 		t.puts = puts[:0]
+		p.mutated = false
 		clear(p.staged)
 		p.watermark = max(p.watermark, p.stagedWM)
 		p.swept = max(p.swept, p.stagedSwept)
@@ -602,6 +626,8 @@ func (t *Task) Commit() {
 // Abort implements streams.Processor.
 func (t *Task) Abort() {
 	for _, p := range t.parts {
+		p.stale = p.stale || p.mutated
+		p.mutated = false
 		clear(p.staged)
 		p.stagedWM = p.watermark
 		p.stagedSwept = p.swept
@@ -632,20 +658,42 @@ func (t *Task) Assigned(ctx context.Context, m map[string][]int32) error {
 	if len(parts) == 0 {
 		return nil
 	}
+	_, err := t.load(ctx, parts, "assigned")
+	return err
+}
+
+// reload restores a stale partition, whose committed state an aborted
+// transaction changed in place, from its changelog, and replaces it.
+func (t *Task) reload(ctx context.Context, part int32) (*partition, error) {
+	restored, err := t.load(ctx, []int32{part}, "aborted transaction")
+	if err != nil {
+		return nil, fmt.Errorf("reload state of partition %d after an aborted transaction: %w", part, err)
+	}
+	return restored[part], nil
+}
+
+// load restores partitions from the changelog and installs them, closing
+// the stores they replace. why says in the log what asked for it.
+func (t *Task) load(ctx context.Context, parts []int32, why string) (map[int32]*partition, error) {
 	start := time.Now()
 	restored, records, err := t.restore(ctx, parts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	t.mu.Lock()
 	for part, p := range restored {
+		if old := t.parts[part]; old != nil {
+			if err := old.store.Close(); err != nil {
+				t.log.Warn("close state store", "partition", part, "err", err)
+			}
+		}
 		t.parts[part] = p
 	}
 	t.mu.Unlock()
 	t.restoreRecords.Add(float64(records))
 	t.restoreDuration.Add(time.Since(start).Seconds())
-	t.log.Info("state restored", "source", t.cfg.Source.Name, "partitions", parts, "records", records, "took", time.Since(start).Round(time.Millisecond))
-	return nil
+	t.log.Info("state restored", "source", t.cfg.Source.Name, "partitions", parts, "reason", why, "records", records, "took", time.Since(start).Round(time.Millisecond))
+	return restored, nil
 }
 
 // settleWait bounds how long a restore waits for transactions open on the

@@ -28,13 +28,17 @@ import (
 // the changelog records of a 1000-record transaction.
 func BenchmarkProcess(b *testing.B) {
 	for _, store := range []string{config.StoreMemory, config.StorePebble} {
-		b.Run(store, func(b *testing.B) { benchmarkProcess(b, store) })
+		b.Run(store, func(b *testing.B) { benchmarkProcess(b, "../deploy/demo/weir.yaml", store) })
+	}
+	// Issue 4's benchmark view: 15 features over 5 min, 1 h and 24 h.
+	for _, store := range []string{config.StoreMemory, config.StorePebble} {
+		b.Run("issue-workload/"+store, func(b *testing.B) { benchmarkProcess(b, "testdata/issue-workload.yaml", store) })
 	}
 }
 
-func benchmarkProcess(b *testing.B, store string) {
+func benchmarkProcess(b *testing.B, path, store string) {
 	ctx := context.Background()
-	task, txn, src := newMemTask(b)
+	task, txn, src := newMemTaskFrom(b, path)
 	if store == config.StorePebble {
 		task.cfg.State = config.State{Store: config.StorePebble, Dir: b.TempDir()}
 		st, err := task.openStore(0)

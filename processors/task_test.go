@@ -10,6 +10,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,6 +117,12 @@ func (f *fixture) produce(t *testing.T, gen loadgen.Config, n, badEvery int) loa
 // loop builds the processor loop of the source, as `weir run --role processor` does.
 func (f *fixture) loop(t *testing.T, instance string, reg ...prometheus.Registerer) *streams.Loop {
 	t.Helper()
+	return f.loopWith(t, instance, nil, append(reg, nil)[0])
+}
+
+// loopWith builds the processor loop with event hooks and a registry.
+func (f *fixture) loopWith(t *testing.T, instance string, hooks []processors.EventHook, reg prometheus.Registerer) *streams.Loop {
+	t.Helper()
 	src := f.cfg.Sources[0]
 	views := f.cfg.ViewsOf(src.Name)
 	topics := make([]string, len(views))
@@ -127,7 +134,7 @@ func (f *fixture) loop(t *testing.T, instance string, reg ...prometheus.Register
 	task, err := processors.NewTask(processors.TaskConfig{
 		Source: src, Views: views, Entities: f.cfg.Entities, FeatureTopics: topics,
 		ChangelogTopic: f.cfg.ChangelogTopic(src.Name), Opts: opts, State: f.cfg.State,
-	}, f.txn, f.rows, log, nil)
+	}, f.txn, f.rows, log, reg, hooks...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +142,7 @@ func (f *fixture) loop(t *testing.T, instance string, reg ...prometheus.Register
 		Stage: "processor", Group: f.cfg.Topics.Prefix + ".processor." + src.Name,
 		TransactionalID: f.cfg.Topics.Prefix + ".processor." + src.Name + "." + instance,
 		Topics:          []string{src.Topic}, DeadLetterTopic: f.cfg.DeadLetterTopic(), MaxBatch: 2000, Opts: opts,
-	}, task, log, append(reg, nil)[0])
+	}, task, log, reg)
 }
 
 // consume reads topic with read_committed until it holds want records.
@@ -344,6 +351,61 @@ func testExactlyOnceAcrossRestarts(t *testing.T, store string) {
 			t.Fatalf("dead letters by reason %v, want %v", reasons, wantReasons)
 		}
 		return
+	}
+}
+
+// TestAbortRestoresState makes transactions abort after their events have
+// changed committed entity states (the memory store changes them in
+// place): a hook fails a few events once each with a retriable error, so
+// the loop aborts and rewinds, and the task must restore the touched
+// partitions from the changelog before going on. Every row must still be
+// exact, once, and the task must have restored more than at assignment.
+func TestAbortRestoresState(t *testing.T) {
+	n := 12000
+	if testing.Short() {
+		n = 3000
+	}
+	f := newFixture(t, 2)
+	st := f.produce(t, loadgen.Config{Seed: 11, Cards: 100, EventsPerSecond: 50}, n, 0)
+	var seen atomic.Int64
+	failed := map[int64]bool{}
+	hook := func(_ context.Context, ev *processors.Event, out []*kgo.Record) ([]*kgo.Record, error) {
+		// Fail the first event past each thousandth processed, once: late
+		// in a batch, after many existing entities changed in place.
+		if k := seen.Add(1); k%(int64(n)/4) == 0 && !failed[k] {
+			failed[k] = true
+			return out, streams.Retry(fmt.Errorf("injected failure at event %d", k))
+		}
+		return out, nil
+	}
+	reg := prometheus.NewRegistry()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.loopWith(t, "a", []processors.EventHook{hook}, reg).Run(ctx) }()
+	rows := f.consumeFirst(t, f.cfg.FeaturesTopic("card_activity"), n, 2*time.Minute)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(failed) < 3 {
+		t.Fatalf("%d injected failures, want at least 3", len(failed))
+	}
+	raw := f.consume(t, f.cfg.Sources[0].Topic, n+st.Bad, 30*time.Second)
+	f.check(t, raw, rows)
+	mf, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var restored float64
+	for _, m := range mf {
+		if m.GetName() == "weir_processor_restore_records_total" {
+			for _, x := range m.GetMetric() {
+				restored += x.GetCounter().GetValue()
+			}
+		}
+	}
+	if restored == 0 {
+		t.Fatal("no state was restored after the aborted transactions")
 	}
 }
 
