@@ -42,6 +42,11 @@
 // accumulators), staged per transaction (Commit makes it permanent, Abort
 // drops it) and restored on partition assignment from the compacted
 // changelog topic, read with read_committed up to its last stable offset.
+// The memory store's states are changed in place by events, not copied
+// per transaction: an abort after such a change marks the partition
+// stale, and its next event first restores it from the changelog (aborts
+// are rare: a failed produce or commit, a retriable error). The on-disk
+// store decodes a private copy of each state it reads.
 // The changelog record format is in docs/format/changelog.md. An entity is
 // forgotten (a changelog tombstone) once its newest event is older than the
 // longest view TTL behind its partition's watermark and it has no open
