@@ -2,8 +2,10 @@
 // a home country, device and typical spend; merchants; fraud that comes in
 // bursts of large foreign transactions on a new device; and, from a chosen
 // event time on, drift (spend inflates and the fraud pattern changes).
-// Every transaction's label follows LabelDelay of event time later. The
-// stream is a pure function of the seed, so tests can recompute it.
+// Every transaction's label follows LabelDelay of event time later.
+// Optionally (Disorder) some transactions arrive late: their event time is
+// moved back, as a delayed delivery would leave it. The stream is a pure
+// function of the seed, so tests can recompute it.
 package loadgen
 
 import (
@@ -30,6 +32,17 @@ type Config struct {
 	LabelDelay time.Duration
 	// FraudRate is the chance that an event starts a fraud burst (default 0.003).
 	FraudRate float64
+	// Disorder is the fraction of transactions, from 0 (the default: the
+	// stream is in event-time order) to 1, that arrive late: each one's
+	// event time is moved back by a uniform random amount in
+	// [1ms, DisorderMax], drawn from a generator of its own, so the
+	// transactions themselves (cards, amounts, fraud) are those of the
+	// ordered stream of the same seed. Its label keeps LabelDelay after the
+	// moved event time.
+	Disorder float64
+	// DisorderMax is the most a late transaction's event time is moved
+	// back (default 1m; used only with Disorder).
+	DisorderMax time.Duration
 }
 
 func (c *Config) defaults() {
@@ -51,6 +64,9 @@ func (c *Config) defaults() {
 	if c.FraudRate == 0 {
 		c.FraudRate = 0.003
 	}
+	if c.Disorder > 0 && c.DisorderMax <= 0 {
+		c.DisorderMax = time.Minute
+	}
 }
 
 var countries = []string{"GB", "FR", "DE", "ES", "IT", "NL", "US", "BR", "NG", "IN"}
@@ -65,6 +81,7 @@ type card struct {
 type Generator struct {
 	cfg    Config
 	rng    *rand.Rand
+	late   *rand.Rand // Disorder's draws, apart from the stream's
 	cards  []card
 	bursts []int // indexes of cards in a burst
 	n      int64
@@ -75,6 +92,9 @@ type Generator struct {
 func New(cfg Config) *Generator {
 	cfg.defaults()
 	g := &Generator{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)), stepMs: 1000 / cfg.EventsPerSecond}
+	if cfg.Disorder > 0 {
+		g.late = rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0xd1b54a32d192ed03))
+	}
 	g.cards = make([]card, cfg.Cards)
 	for i := range g.cards {
 		g.cards[i] = card{
@@ -95,11 +115,16 @@ func (g *Generator) Drifted(t time.Time) bool {
 	return g.cfg.DriftAt > 0 && !t.Before(g.cfg.Start.Add(g.cfg.DriftAt))
 }
 
-// Next returns the next transaction and its label.
+// Next returns the next transaction and its label. With Disorder, the
+// transaction's event time may be behind that of earlier ones; drift
+// follows the time the transaction would have had in order.
 func (g *Generator) Next() (schemas.Transaction, schemas.Label) {
 	ts := g.cfg.Start.UnixMilli() + int64(float64(g.n)*g.stepMs)
 	g.n++
 	drifted := g.cfg.DriftAt > 0 && ts >= g.cfg.Start.Add(g.cfg.DriftAt).UnixMilli()
+	if g.late != nil && g.late.Float64() < g.cfg.Disorder {
+		ts -= 1 + g.late.Int64N(max(1, g.cfg.DisorderMax.Milliseconds()))
+	}
 
 	var ci int
 	if len(g.bursts) > 0 && g.rng.Float64() < 0.25 {

@@ -103,3 +103,73 @@ func sameEvent(x, y schemas.Transaction) bool {
 	x.TxnID, y.TxnID = "", ""
 	return x == y
 }
+
+func TestDisorder(t *testing.T) {
+	cases := []struct {
+		name string
+		cfg  Config
+		max  time.Duration // the most an event time may move back
+	}{
+		{name: "off", cfg: Config{Seed: 3, DisorderMax: time.Hour}},
+		{name: "default max", cfg: Config{Seed: 1, Disorder: 0.05}, max: time.Minute},
+		{name: "a third, up to 5s", cfg: Config{Seed: 5, Disorder: 0.3, DisorderMax: 5 * time.Second}, max: 5 * time.Second},
+		{name: "every event, sparse stream", cfg: Config{Seed: 8, Disorder: 1, DisorderMax: 10 * time.Minute, EventsPerSecond: 3}, max: 10 * time.Minute},
+		{name: "under a millisecond moves 1ms, dense stream", cfg: Config{Seed: 13, Disorder: 0.5, DisorderMax: 300 * time.Microsecond, EventsPerSecond: 4000}, max: time.Millisecond},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := New(tc.cfg), New(tc.cfg)
+			inOrder := tc.cfg
+			inOrder.Disorder, inOrder.DisorderMax = 0, 0
+			o := New(inOrder)
+			cfg := a.Config()
+			if tc.cfg.Disorder > 0 && cfg.DisorderMax <= 0 {
+				t.Fatalf("DisorderMax %s after defaults", cfg.DisorderMax)
+			}
+			var moved, behind int
+			var newest, most int64
+			for i := range events {
+				tx, lb := a.Next()
+				tx2, lb2 := b.Next()
+				if tx != tx2 || lb != lb2 {
+					t.Fatalf("event %d: same seed, different stream:\n%+v %+v\n%+v %+v", i, tx, lb, tx2, lb2)
+				}
+				want, wantLb := o.Next()
+				shift := want.EventTime - tx.EventTime
+				if shift < 0 || shift > tc.max.Milliseconds() {
+					t.Fatalf("event %d: event time moved back %dms, want within [0, %s]", i, shift, tc.max)
+				}
+				if shift > 0 {
+					moved++
+					most = max(most, shift)
+				}
+				// Only the event time differs from the ordered stream's.
+				want.EventTime = tx.EventTime
+				if tx != want {
+					t.Fatalf("event %d: %+v, the ordered stream has %+v (event time aside)", i, tx, want)
+				}
+				wantLb.EventTime, wantLb.LabelTime = tx.EventTime, tx.EventTime+cfg.LabelDelay.Milliseconds()
+				if lb != wantLb {
+					t.Fatalf("event %d: label %+v, want %+v", i, lb, wantLb)
+				}
+				if i > 0 && tx.EventTime < newest {
+					behind++
+				}
+				newest = max(newest, tx.EventTime)
+			}
+			frac := float64(moved) / events
+			if d := frac - tc.cfg.Disorder; d < -0.01 || d > 0.01 {
+				t.Errorf("%d of %d events moved back (%.4f), want Disorder %.2f ± 0.01", moved, events, frac, tc.cfg.Disorder)
+			}
+			if tc.cfg.Disorder == 0 {
+				return
+			}
+			if most < tc.max.Milliseconds()*9/10 {
+				t.Errorf("at most %dms moved back, want close to %s", most, tc.max)
+			}
+			if behind == 0 {
+				t.Errorf("no event behind the newest before it: the stream is still in order")
+			}
+		})
+	}
+}

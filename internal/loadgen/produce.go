@@ -1,9 +1,12 @@
 package loadgen
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -34,12 +37,13 @@ type Stats struct {
 }
 
 // Run produces transactions (keyed by card) and their labels (released in
-// event-time order once the stream passes their label time), then the
-// labels still pending. Records are produced with acks=all and idempotence;
-// it returns once all are acknowledged.
+// label-time order once the stream's newest event time passes their label
+// time), then the labels still pending. Records are produced with acks=all
+// and idempotence; it returns once all are acknowledged.
 func Run(ctx context.Context, cl *kgo.Client, g *Generator, rc RunConfig, log *slog.Logger) (Stats, error) {
 	var st Stats
-	var pending []schemas.Label
+	var pending []schemas.Label // by label time
+	newest := int64(math.MinInt64)
 	errc := make(chan error, 1)
 	promise := func(_ *kgo.Record, err error) {
 		if err != nil {
@@ -78,7 +82,8 @@ func Run(ctx context.Context, cl *kgo.Client, g *Generator, rc RunConfig, log *s
 			}
 		}
 		tx, lb := g.Next()
-		for len(pending) > 0 && pending[0].LabelTime <= tx.EventTime {
+		newest = max(newest, tx.EventTime)
+		for len(pending) > 0 && pending[0].LabelTime <= newest {
 			if err := produce(rc.LabelTopic, pending[0].CardID, &pending[0], rc.Label); err != nil {
 				return st, err
 			}
@@ -88,7 +93,9 @@ func Run(ctx context.Context, cl *kgo.Client, g *Generator, rc RunConfig, log *s
 		if err := produce(rc.TxnTopic, tx.CardID, &tx, rc.Txn); err != nil {
 			return st, err
 		}
-		pending = append(pending, lb)
+		// In order (no Disorder) this appends.
+		i, _ := slices.BinarySearchFunc(pending, lb.LabelTime, func(l schemas.Label, t int64) int { return cmp.Compare(l.LabelTime, t+1) })
+		pending = slices.Insert(pending, i, lb)
 		st.Transactions++
 		st.LastEventTime = tx.EventTime
 		if lb.IsFraud {

@@ -11,11 +11,12 @@ import (
 
 // TestBrokerRestart restarts the Kafka broker (`deploy/local/kafka.sh
 // restart`: a controlled shutdown, then a start) while loadgen produces and
-// the processor binary processes, then checks every feature row and dead
-// letter against the pandas oracle. If the processor exits, the test
-// restarts it and says so; the check is the same either way. A processor
-// that stays up but stops committing fails the test (it is restarted, so
-// that the check still runs).
+// the processor binary processes the same disordered stream as
+// TestKillNine, then checks every feature row and dead letter against the
+// pandas oracle. If the processor exits, the test restarts it and says so;
+// the check is the same either way. A processor that stays up but stops
+// committing fails the test (it is restarted, so that the check still
+// runs).
 //
 // It restarts the broker that every package's tests share, which would fail
 // the tests of other packages running beside it under `make test`. So it
@@ -45,7 +46,7 @@ func TestBrokerRestart(t *testing.T) {
 	t.Cleanup(func() { kafkaSh("start") })
 
 	ctx := context.Background()
-	counter := r.countRows(r.cfg.FeaturesTopic(view))
+	counter := r.countRows(r.cfg.FeaturesTopic(view), r.cfg.DeadLetterTopic())
 	// Paced over about 30s, so the restart hits the producer and the
 	// processor mid-stream.
 	prod := r.newProducer(5, 2_500)
@@ -58,6 +59,7 @@ func TestBrokerRestart(t *testing.T) {
 	const stallAfter = 2 * time.Minute
 	var restarts, stalls int
 	lastRows, lastMove := int64(-1), time.Now()
+	target := int64(events / 4) // rows and dead letters waited for
 	keepRunning := func() {
 		if n := counter.n.Load(); n != lastRows {
 			lastRows, lastMove = n, time.Now()
@@ -67,11 +69,11 @@ func TestBrokerRestart(t *testing.T) {
 			restarts++
 			t.Logf("processor run %d exited (%v) after %s; restarting it", p.n, p.waitErr, time.Since(p.started).Round(time.Millisecond))
 			p.tail(t, 12)
-		case time.Since(lastMove) > stallAfter && lastRows < int64(events):
+		case time.Since(lastMove) > stallAfter && lastRows < target:
 			stalls++
 			p.quit()
-			t.Errorf("processor run %d is alive but committed nothing for %s with %d of %d rows written: stuck; its goroutines are in %s; restarting it",
-				p.n, stallAfter, lastRows, events, p.logPath)
+			t.Errorf("processor run %d is alive but committed nothing for %s with %d of %d rows and dead letters written: stuck; its goroutines are in %s; restarting it",
+				p.n, stallAfter, lastRows, target, p.logPath)
 			p.tail(t, 12)
 		default:
 			return
@@ -79,20 +81,25 @@ func TestBrokerRestart(t *testing.T) {
 		p = r.startProcessor()
 		lastMove = time.Now()
 	}
-	r.waitRows(counter, int64(events/4), 5*time.Minute, keepRunning)
+	if _, ok := r.waitRows(counter, target, 5*time.Minute, 5*time.Minute, keepRunning); !ok {
+		t.FailNow()
+	}
 	t.Logf("%d rows committed, production %v: restarting the broker", counter.n.Load(), map[bool]string{true: "running", false: "done"}[prod.running()])
 	restarted := time.Now()
 	kafkaSh("restart")
 	st := prod.wait(t)
 	t.Logf("loadgen: %d transactions and %d bad records in %s", st.Transactions, st.Bad, prod.produced.Round(time.Millisecond))
 	raw := r.dumpRaw(ctx)
-	reached := r.waitRows(counter, int64(raw.accepted), 5*time.Minute, keepRunning)
-	t.Logf("lag 0 (%d rows) %s after the restart began", raw.accepted, reached.Sub(restarted).Round(10*time.Millisecond))
+	o := r.runOracle(raw)
+	target = int64(o.rows + len(o.dead))
+	if reached, ok := r.waitRows(counter, target, 5*time.Minute, 5*time.Minute, keepRunning); ok {
+		t.Logf("lag 0 (%d rows and dead letters) %s after the restart began", target, reached.Sub(restarted).Round(10*time.Millisecond))
+	}
 	if restarts+stalls == 0 {
 		t.Logf("the processor survived the broker restart: one run throughout (%s)", p.summary())
 	} else {
 		t.Logf("across the broker restart the processor exited %d times and got stuck %d times; the test restarted it each time", restarts, stalls)
 	}
 	p.stop(t, time.Minute)
-	r.check(ctx, raw)
+	r.check(ctx, o)
 }

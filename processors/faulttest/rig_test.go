@@ -29,6 +29,21 @@ import (
 // The view under test: card_activity of deploy/demo/weir.yaml.
 const view = "card_activity"
 
+// The stream's disorder and what the processor allows of it. A moved-back
+// event is behind its partition's newest by about the amount it moved: up
+// to outOfOrder it is on time, up to outOfOrder+lateness it is late but
+// accepted (it corrects the rows of its card's events after it), and
+// beyond that, more than half of them, too late (dead-lettered "late").
+// cards is fewer than the demo's 5000, so that a card's events are about
+// 5s apart in event time and a late event corrects several rows.
+const (
+	disorder    = 0.05             // fraction of events moved back in event time
+	disorderMax = time.Minute      // the most an event moves back
+	outOfOrder  = 5 * time.Second  // the source's out_of_order
+	lateness    = 20 * time.Second // the view's allowed lateness
+	cards       = 1000
+)
+
 // envInt reads a positive size from the environment, def when unset.
 func envInt(t *testing.T, name string, def int) int {
 	t.Helper()
@@ -212,6 +227,12 @@ func (r *rig) writeConfig(seeds []string) {
 		t.Fatalf("deploy/demo/weir.yaml: want one source, got %v", doc["sources"])
 	}
 	section(sources[0])["topic"] = testenv.Name("payments")
+	section(sources[0])["out_of_order"] = outOfOrder.String()
+	views, ok := doc["views"].([]any)
+	if !ok || len(views) != 1 || section(views[0])["name"] != view {
+		t.Fatalf("deploy/demo/weir.yaml: want the one view %s, got %v", view, doc["views"])
+	}
+	section(views[0])["lateness"] = lateness.String()
 	section(doc["labels"])["topic"] = testenv.Name("labels")
 	doc["serve"] = map[string]any{"addr": "127.0.0.1:0"}
 	out, err := yaml.Marshal(doc)
@@ -229,6 +250,10 @@ func (r *rig) writeConfig(seeds []string) {
 	}
 	if len(r.cfg.Models) != 0 || len(r.cfg.ViewsOf(r.cfg.Sources[0].Name)) != 1 {
 		t.Fatalf("derived config: %d models, views %v", len(r.cfg.Models), r.cfg.ViewsOf(r.cfg.Sources[0].Name))
+	}
+	if v, _ := r.cfg.View(view); r.cfg.Sources[0].OutOfOrder.D() != outOfOrder || v.Lateness.D() != lateness || v.Kind != config.KindSliding {
+		t.Fatalf("derived config: out_of_order %s, view %s kind %s lateness %s; want %s, sliding, %s",
+			r.cfg.Sources[0].OutOfOrder.D(), view, v.Kind, v.Lateness.D(), outOfOrder, lateness)
 	}
 }
 
@@ -253,13 +278,13 @@ type producer struct {
 	produced time.Duration // time spent producing
 }
 
-// newProducer returns a producer of seed's stream, with a bad record
-// (undecodable, keyless, absurd time, in turn) after every badEvery
-// transactions of a burst.
+// newProducer returns a producer of seed's stream of cards cards, with
+// disorder, and with a bad record (undecodable, keyless, absurd time, in
+// turn) after every badEvery transactions of a burst.
 func (r *rig) newProducer(seed uint64, badEvery int) *producer {
 	pr := &producer{
 		cl:  r.client(kgo.ProducerLinger(5 * time.Millisecond)),
-		gen: loadgen.New(loadgen.Config{Seed: seed}),
+		gen: loadgen.New(loadgen.Config{Seed: seed, Cards: cards, Disorder: disorder, DisorderMax: disorderMax}),
 		rc: loadgen.RunConfig{TxnTopic: r.cfg.Sources[0].Topic, LabelTopic: r.cfg.Labels.Topic,
 			Txn: r.txn, Label: r.label, BadEvery: badEvery},
 		done: make(chan struct{}),
@@ -311,7 +336,7 @@ func (pr *producer) running() bool {
 	}
 }
 
-// rowCounter counts the committed records of a topic as they appear
+// rowCounter counts the committed records of topics as they appear
 // (read_committed, from the start).
 type rowCounter struct {
 	n      atomic.Int64
@@ -319,8 +344,8 @@ type rowCounter struct {
 	done   chan struct{}
 }
 
-func (r *rig) countRows(topic string) *rowCounter {
-	cl := r.client(kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+func (r *rig) countRows(topics ...string) *rowCounter {
+	cl := r.client(kgo.ConsumeTopics(topics...), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &rowCounter{cancel: cancel, done: make(chan struct{})}
@@ -440,32 +465,40 @@ func (r *rig) readAll(ctx context.Context, topic string, fn func(*kgo.Record)) e
 	return nil
 }
 
-// waitRows waits until c has counted want rows, calling tick about every
-// 200ms (to notice or handle an exited processor) and logging progress
-// every 15s. It returns when the count was reached. On timeout it makes
-// every processor still running dump its goroutines into its log (SIGQUIT)
-// and fails.
-func (r *rig) waitRows(c *rowCounter, want int64, timeout time.Duration, tick func()) time.Time {
+// waitRows waits until c has counted want records, calling tick about
+// every 200ms (to notice or handle an exited processor) and logging
+// progress every 15s. It reports when the count was reached. On timeout,
+// or once the count has not moved for stall, it makes every processor
+// still running dump its goroutines into its log (SIGQUIT), fails the test
+// and returns false: the caller goes on to the check, which says what is
+// missing.
+func (r *rig) waitRows(c *rowCounter, want int64, timeout, stall time.Duration, tick func()) (time.Time, bool) {
 	t := r.t
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	lastLog := time.Now()
+	last, moved := int64(-1), time.Now()
 	for {
 		n := c.n.Load()
 		if n >= want {
-			return time.Now()
+			return time.Now(), true
 		}
-		if time.Now().After(deadline) {
+		if n != last {
+			last, moved = n, time.Now()
+		}
+		if time.Now().After(deadline) || time.Since(moved) > stall {
 			for _, p := range r.procs {
 				if p.alive() {
 					p.quit()
 					t.Logf("processor run %d was stuck: its goroutines are in %s", p.n, p.logPath)
 				}
 			}
-			t.Fatalf("%d of %d feature rows committed after %s", n, want, timeout)
+			t.Errorf("%d of %d records committed; gave up after %s (limit %s), nothing new for %s (limit %s)",
+				n, want, time.Since(deadline.Add(-timeout)).Round(time.Second), timeout, time.Since(moved).Round(time.Second), stall)
+			return time.Now(), false
 		}
 		if time.Since(lastLog) > 15*time.Second {
-			t.Logf("waiting: %d of %d feature rows committed", n, want)
+			t.Logf("waiting: %d of %d records committed", n, want)
 			lastLog = time.Now()
 		}
 		if tick != nil {
