@@ -19,8 +19,10 @@ import (
 // exact category counts; quantiles a DDSketch with removal.
 //
 // An event older than the entity's newest is inserted in time order, the
-// windows are rebuilt at it, and the rows of the entity's later events whose
-// windows now include it are emitted again as corrections.
+// windows are rebuilt at it, and the rows of all the entity's later events
+// are emitted again as corrections. They are all within the out-of-orderness
+// plus the lateness of it, so their windows include it unless a window is
+// shorter than that; a row whose values did not change is emitted too.
 
 // pastEvent is one retained event of an entity.
 type pastEvent struct {

@@ -22,7 +22,7 @@ var (
 	ReasonMissingKey  = Reason{"missing_key", false, "the record has no key (or its key field is empty); producers must key records by the source's key field"}
 	ReasonKeyMismatch = Reason{"key_mismatch", false, "the record key differs from the key field in its value; the producer partitions by the wrong key"}
 	ReasonAbsurdTime  = Reason{"absurd_timestamp", false, "the event time is before 2000, beyond max_future ahead of the wall clock, or further than max_skew from its partition's watermark"}
-	ReasonLate        = Reason{"late", false, "the event is older than its entity's newest event by more than the source's lateness"}
+	ReasonLate        = Reason{"late", false, "the event is older than its partition's watermark (newest event time minus the source's out_of_order) by more than the allowed lateness of every view"}
 )
 
 // Reasons lists the catalogue; codes are unique (a test checks).
