@@ -7,8 +7,11 @@
 // so rows of aborted processor transactions are never materialized. It polls
 // a batch, decodes it, writes it to its sink in one call and commits the
 // batch's offsets only after the sink accepted it: delivery into the sink is
-// at least once, and the sinks are idempotent by (entity, event time, source
-// partition, source offset), so a redelivered batch changes nothing.
+// at least once, and the sinks are idempotent by a row's version (entity,
+// event time, source partition, source offset, window start, revises
+// offset), so a redelivered batch changes nothing. Corrections (rows that
+// revise an earlier version) are materialized like any row: the sinks keep
+// or serve the newest version (see package featurestore).
 //
 // A record that cannot be decoded (bad framing, a schema the registry does
 // not know, bytes that do not match the schema) or that belongs to another
@@ -55,9 +58,9 @@ import (
 // batch decoded from one poll, and commits the batch's offsets only after
 // Write returned nil. On error it calls Write again with the same rows, so
 // Write must be idempotent by (entity, view version, event time, source
-// partition, source offset): rows may arrive again, in another batch, in any
-// order after a restart or rebalance. The sink must not keep rows after it
-// returns.
+// partition, source offset, window start, revises offset): rows may arrive
+// again, in another batch, in any order after a restart or rebalance. The
+// sink must not keep rows after it returns.
 type FeatureWriter interface {
 	Write(ctx context.Context, rows []schemas.FeatureRow) error
 }

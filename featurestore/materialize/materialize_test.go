@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/weirhq/weir/featurestore"
 	"github.com/weirhq/weir/featurestore/materialize"
 	"github.com/weirhq/weir/featurestore/offline"
 	"github.com/weirhq/weir/featurestore/online"
@@ -143,16 +144,25 @@ func TestEndToEnd(t *testing.T) {
 	labelSerde := serde(t, reg, labelTopic, schemas.LabelSchema)
 
 	// 40 entities, 10 rows each, offsets increasing per entity; event times
-	// sometimes repeat and go backwards (late events).
+	// sometimes repeat and go backwards (late events); every fifth entity's
+	// last row is a correction of its newest row.
 	version := view.Version()
 	var rows []schemas.FeatureRow
 	var recs []*kgo.Record
+	newest := map[string]schemas.FeatureRow{}
 	for e := range 40 {
 		for k := range 10 {
 			r := schemas.FeatureRow{Entity: fmt.Sprintf("card-%02d", e), View: "card", ViewVersion: version,
 				EventTime: 1_760_000_000_000 + int64((k*7)%9)*1000, KnownTime: 1_760_000_100_000 + int64(k),
 				SourceTopic: "tx", SourcePartition: int32(e % 4), SourceOffset: int64(100*e + k), EventID: fmt.Sprintf("ev-%d-%d", e, k),
-				Values: []schemas.FeatureValue{{Name: "n", Value: float64(k + 1)}, {Name: "amt", Value: float64(e) + float64(k)/10}}}
+				Values:        []schemas.FeatureValue{{Name: "n", Value: float64(k + 1)}, {Name: "amt", Value: float64(e) + float64(k)/10}},
+				RevisesOffset: -1}
+			if n := newest[r.Entity]; k == 9 && e%5 == 0 {
+				r.EventTime, r.RevisesOffset = n.EventTime, featurestore.Revised(n.SourceOffset, n.RevisesOffset)
+			}
+			if n, ok := newest[r.Entity]; !ok || featurestore.Compare(featurestore.RankOf(&r), featurestore.RankOf(&n)) > 0 {
+				newest[r.Entity] = r
+			}
 			rows = append(rows, r)
 			recs = append(recs, featureRecord(t, rowSerde, featTopic, r))
 			if k%4 == 0 { // duplicate delivery upstream
@@ -252,19 +262,18 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 
-	// Redis: the newest row per entity by (event time, offset).
-	newest := map[string]schemas.FeatureRow{}
-	for _, r := range rows {
-		if n, ok := newest[r.Entity]; !ok || r.EventTime > n.EventTime || r.EventTime == n.EventTime && r.SourceOffset > n.SourceOffset {
-			newest[r.Entity] = r
-		}
-	}
+	// Redis: the newest row per entity, a correction where there is one.
 	for e, w := range newest {
+		var n int
+		fmt.Sscanf(e, "card-%d", &n)
+		if n%5 == 0 && w.RevisesOffset < 0 {
+			t.Fatalf("%s: the fixture's newest row is not its correction", e)
+		}
 		got, ok, err := on.Get(ctx, "card", version, e)
 		if err != nil || !ok {
 			t.Fatalf("online %s: found %v, err %v", e, ok, err)
 		}
-		if got.EventTime != w.EventTime || got.Offset != w.SourceOffset || got.Values["n"] != w.Values[0].Value || got.Values["amt"] != w.Values[1].Value {
+		if got.EventTime != w.EventTime || got.Offset != w.SourceOffset || got.Revises != w.RevisesOffset || got.Values["n"] != w.Values[0].Value || got.Values["amt"] != w.Values[1].Value {
 			t.Errorf("online %s: %+v, want %+v", e, got, w)
 		}
 		// Online/offline consistency.
@@ -272,7 +281,7 @@ func TestEndToEnd(t *testing.T) {
 		if err != nil || !ok {
 			t.Fatalf("offline latest %s: found %v, err %v", e, ok, err)
 		}
-		if latest.EventTime != got.EventTime || latest.Offset != got.Offset || latest.Partition != got.Partition ||
+		if latest.EventTime != got.EventTime || latest.Offset != got.Offset || latest.Partition != got.Partition || latest.Revises != got.Revises ||
 			latest.KnownTime != got.KnownTime || latest.Values["n"] != got.Values["n"] || latest.Values["amt"] != got.Values["amt"] {
 			t.Errorf("%s: online %+v, offline %+v", e, got, latest)
 		}

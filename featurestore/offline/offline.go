@@ -8,10 +8,32 @@
 //	entity String, event_time DateTime, event_time_ms Int64,
 //	known_time_ms Int64, source_topic String, source_partition Int32,
 //	source_offset Int64, event_id String,
+//	window_start_ms Int64, window_end_ms Int64, revises_offset Int64 DEFAULT -1,
 //	<one Float64 column per feature, in view order>,
+//	<one <feature>_list Array(Float64) per last_n feature and one
+//	 <feature>_labels Array(String) per top_k feature, in view order>,
 //	ingested_at DateTime DEFAULT now()
 //	ENGINE ReplacingMergeTree PARTITION BY toYYYYMM(event_time)
-//	ORDER BY (entity, event_time_ms, source_partition, source_offset)
+//	ORDER BY (entity, event_time_ms, source_partition, source_offset,
+//	          window_start_ms, revises_offset)
+//
+// window_start_ms and window_end_ms bound a tumbling, hopping or session
+// row's window (0 for sliding rows); revises_offset is -1 for a first
+// version and, for a correction, the source offset of the version it
+// replaces (featurestore explains versions). Every version is a row of its
+// own: the sorting key tells apart a correction (another source offset),
+// the rows of overlapping hopping windows at one instant (another window
+// start) and the corrections of two rows with equal event times caused by
+// one late event (another revised offset), so merges collapse only true
+// duplicates.
+//
+// Migrate upgrades a table created before these columns existed (ClickHouse
+// 18.16 has no ADD COLUMN IF NOT EXISTS, so it reads system.columns): one
+// ALTER adds window_start_ms and revises_offset and appends them to the
+// sorting key (ClickHouse allows that only for columns added in the same
+// ALTER, without a default), a second gives revises_offset its DEFAULT -1,
+// so the rows written before read as first versions of sliding rows, and
+// window_end_ms and the array columns are added as plain columns.
 //
 // Labels go to one table, labels (txn_id, card_id, event_time, event_time_ms,
 // label_time_ms, is_fraud UInt8, ingested_at), ReplacingMergeTree ordered by
@@ -21,10 +43,14 @@
 //
 // Writes are at-least-once friendly: a retried batch inserts duplicates that
 // ReplacingMergeTree collapses eventually, and every read here deduplicates
-// explicitly (GROUP BY the sorting key, or an ORDER BY over the whole key
-// with LIMIT 1), so duplicates are never visible in results. The SQL runs on
-// ClickHouse 18.16 (no ASOF JOIN, DateTime64 or window functions; every
-// INSERT names its columns) as well as on current ClickHouse.
+// explicitly (GROUP BY the sorting key, or an ORDER BY with LIMIT 1), so
+// duplicates are never visible in results. Reads that pick one row of an
+// entity take the newest by featurestore.Compare (event time, revised
+// offset, source offset, window start; the source partition, constant per
+// entity, after the event time), among rows known by a cut-off when asked
+// "as known at". The SQL runs on ClickHouse 18.16 (no ASOF JOIN, DateTime64
+// or window functions; every INSERT names its columns) as well as on current
+// ClickHouse.
 //
 // This package exports no metrics; the materializers that drive Write count
 // rows and latency.
@@ -36,12 +62,12 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/weirhq/weir/featurestore"
 	"github.com/weirhq/weir/internal/config"
 	"github.com/weirhq/weir/schemas"
 )
@@ -55,7 +81,15 @@ var ErrUnknownView = errors.New("unknown view version")
 
 // fixedColumns are a feature table's columns before the features, in order.
 var fixedColumns = []string{"entity", "event_time", "event_time_ms", "known_time_ms",
-	"source_topic", "source_partition", "source_offset", "event_id"}
+	"source_topic", "source_partition", "source_offset", "event_id",
+	"window_start_ms", "window_end_ms", "revises_offset"}
+
+// sortingKey is a feature table's ORDER BY.
+const sortingKey = "entity, event_time_ms, source_partition, source_offset, window_start_ms, revises_offset"
+
+// revised is the SQL of featurestore.Revised: the offset a row's versions
+// share.
+const revised = "if(revises_offset >= 0, revises_offset, source_offset)"
 
 // identifier is what view, version, feature and database names must look
 // like: they become unquoted parts of table and column names.
@@ -74,45 +108,95 @@ type viewKey struct{ name, version string }
 type view struct {
 	name, version string
 	table         string // database-qualified, quoted
+	tableName     string // unqualified, unquoted
 	ttlMs         int64
 	features      []string
 	index         map[string]int // feature name -> position
+	// lists and labels are the last_n and top_k features, in view order,
+	// each with an array column.
+	lists, labels []string
 	insert        string
 }
+
+// ListColumn names the Array(Float64) column of a last_n feature's values.
+func ListColumn(feature string) string { return feature + "_list" }
+
+// LabelsColumn names the Array(String) column of a top_k feature's
+// categories.
+func LabelsColumn(feature string) string { return feature + "_labels" }
 
 // New returns a store on conn writing to database (created by Migrate) for
 // the given views; each view's current version (config.View.Version) is the
 // one it can write and read. Names that cannot be ClickHouse identifiers,
-// and features named like a fixed column, are errors.
+// and features named like another column, are errors.
 func New(conn driver.Conn, database string, views []config.View) (*Store, error) {
 	if !identifier.MatchString(database) {
 		return nil, fmt.Errorf("offline: database name %q is not an identifier", database)
 	}
 	s := &Store{conn: conn, db: database, views: make(map[viewKey]*view, len(views))}
-	reserved := map[string]bool{"ingested_at": true}
-	for _, c := range fixedColumns {
-		reserved[c] = true
-	}
 	for i := range views {
 		cv := &views[i]
 		v := &view{name: cv.Name, version: cv.Version(), ttlMs: cv.TTL.D().Milliseconds(), index: map[string]int{}}
 		if !identifier.MatchString(v.name) {
 			return nil, fmt.Errorf("offline: view name %q is not an identifier", v.name)
 		}
-		v.table = s.qualify(TableName(v.name, v.version))
-		cols := append([]string(nil), fixedColumns...)
+		v.tableName = TableName(v.name, v.version)
+		v.table = s.qualify(v.tableName)
+		taken := map[string]string{"ingested_at": "a fixed column"}
+		for _, c := range fixedColumns {
+			taken[c] = "a fixed column"
+		}
+		claim := func(col, by string) error {
+			if other, ok := taken[col]; ok {
+				return fmt.Errorf("offline: view %s: column %q of %s is already %s", v.name, col, by, other)
+			}
+			taken[col] = by
+			return nil
+		}
 		for j, f := range cv.Features {
-			if !identifier.MatchString(f.Name) || reserved[f.Name] {
-				return nil, fmt.Errorf("offline: view %s: feature name %q cannot be a column (an identifier other than %v)", v.name, f.Name, append(fixedColumns, "ingested_at"))
+			if !identifier.MatchString(f.Name) {
+				return nil, fmt.Errorf("offline: view %s: feature name %q cannot be a column (not an identifier)", v.name, f.Name)
+			}
+			if err := claim(f.Name, "feature "+f.Name); err != nil {
+				return nil, err
 			}
 			v.features = append(v.features, f.Name)
 			v.index[f.Name] = j
-			cols = append(cols, quote(f.Name))
 		}
-		v.insert = "INSERT INTO " + v.table + " (" + strings.Join(cols, ", ") + ")"
+		for _, f := range cv.Features {
+			switch f.Agg {
+			case "last_n":
+				if err := claim(ListColumn(f.Name), "last_n feature "+f.Name); err != nil {
+					return nil, err
+				}
+				v.lists = append(v.lists, f.Name)
+			case "top_k":
+				if err := claim(LabelsColumn(f.Name), "top_k feature "+f.Name); err != nil {
+					return nil, err
+				}
+				v.labels = append(v.labels, f.Name)
+			}
+		}
+		v.insert = "INSERT INTO " + v.table + " (" + strings.Join(v.columns(), ", ") + ")"
 		s.views[viewKey{v.name, v.version}] = v
 	}
 	return s, nil
+}
+
+// columns are the quoted columns Write fills, in insert order: the fixed
+// columns, the features, the list columns, the labels columns.
+func (v *view) columns() []string {
+	cols := slices.Clone(fixedColumns)
+	for _, f := range v.features {
+		cols = append(cols, quote(f))
+	}
+	for _, f := range v.lists {
+		cols = append(cols, quote(ListColumn(f)))
+	}
+	for _, f := range v.labels {
+		cols = append(cols, quote(LabelsColumn(f)))
+	}
+	return cols
 }
 
 // TableName is the table of a view version: features_<view>_<version>.
@@ -130,58 +214,17 @@ func (s *Store) view(name, version string) (*view, error) {
 	return v, nil
 }
 
-// Migrate creates the database, every view version's table and the labels
-// table if they do not exist. It is idempotent.
-func (s *Store) Migrate(ctx context.Context) error {
-	stmts := []string{"CREATE DATABASE IF NOT EXISTS " + quote(s.db), s.labelsDDL()}
-	for _, v := range s.views {
-		stmts = append(stmts, v.ddl())
-	}
-	for _, q := range stmts {
-		if err := s.conn.Exec(ctx, q); err != nil {
-			return fmt.Errorf("offline: migrate: %s: %w", q, err)
-		}
-	}
-	return nil
-}
-
-func (v *view) ddl() string {
-	var b strings.Builder
-	b.WriteString("CREATE TABLE IF NOT EXISTS " + v.table + " (\n")
-	b.WriteString("  entity String,\n  event_time DateTime,\n  event_time_ms Int64,\n  known_time_ms Int64,\n")
-	b.WriteString("  source_topic String,\n  source_partition Int32,\n  source_offset Int64,\n  event_id String,\n")
-	for _, f := range v.features {
-		b.WriteString("  " + quote(f) + " Float64,\n")
-	}
-	b.WriteString("  ingested_at DateTime DEFAULT now()\n) ENGINE = ReplacingMergeTree\n")
-	b.WriteString("PARTITION BY toYYYYMM(event_time)\nORDER BY (entity, event_time_ms, source_partition, source_offset)")
-	return b.String()
-}
-
-func (s *Store) labelsDDL() string {
-	return "CREATE TABLE IF NOT EXISTS " + s.qualify(LabelsTable) + ` (
-  txn_id String,
-  card_id String,
-  event_time DateTime,
-  event_time_ms Int64,
-  label_time_ms Int64,
-  is_fraud UInt8,
-  ingested_at DateTime DEFAULT now()
-) ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMM(event_time)
-ORDER BY (card_id, event_time_ms, txn_id, label_time_ms)`
-}
-
 // Write inserts rows into their view versions' tables, one INSERT per table.
 //
 // Delivery contract: Write may be retried with the same or overlapping rows
 // (at-least-once delivery); duplicates of a row, identified by (entity,
-// event time, source partition, source offset), are never visible to this
-// package's reads. A row of a view version the store was not configured with
-// fails the whole call with ErrUnknownView before anything is written. A
-// feature missing from a row is stored as NaN. On error some tables may have
-// been written; the caller should retry the whole batch. Write does not keep
-// rows.
+// event time, source partition, source offset, window start, revises
+// offset), are never visible to this package's reads. A row of a view
+// version the store was not configured with fails the whole call with
+// ErrUnknownView before anything is written. A feature missing from a row
+// is stored as NaN (an empty array for its list or labels). On error some
+// tables may have been written; the caller should retry the whole batch.
+// Write does not keep rows.
 func (s *Store) Write(ctx context.Context, rows []schemas.FeatureRow) error {
 	if len(rows) == 0 {
 		return nil
@@ -213,21 +256,42 @@ func (s *Store) insertRows(ctx context.Context, v *view, rows []*schemas.Feature
 		return fmt.Errorf("offline: insert %d rows into %s: prepare: %w", len(rows), v.table, err)
 	}
 	defer b.Close()
-	vals := make([]any, len(fixedColumns)+len(v.features))
+	nf := len(fixedColumns)
+	vals := make([]any, nf+len(v.features)+len(v.lists)+len(v.labels))
 	feats := make([]float64, len(v.features))
+	lists := make([][]float64, len(v.features))
+	labels := make([][]string, len(v.features))
+	noList, noLabels := []float64{}, []string{}
 	for _, r := range rows {
 		for j := range feats {
-			feats[j] = math.NaN()
+			feats[j], lists[j], labels[j] = math.NaN(), noList, noLabels
 		}
 		for _, fv := range r.Values {
 			if j, ok := v.index[fv.Name]; ok {
 				feats[j] = fv.Value
+				if fv.List != nil {
+					lists[j] = fv.List
+				}
+				if fv.Labels != nil {
+					labels[j] = fv.Labels
+				}
 			}
 		}
 		vals[0], vals[1], vals[2], vals[3] = r.Entity, time.UnixMilli(r.EventTime), r.EventTime, r.KnownTime
 		vals[4], vals[5], vals[6], vals[7] = r.SourceTopic, r.SourcePartition, r.SourceOffset, r.EventID
-		for j, f := range feats {
-			vals[len(fixedColumns)+j] = f
+		vals[8], vals[9], vals[10] = r.WindowStart, r.WindowEnd, max(r.RevisesOffset, -1)
+		k := nf
+		for _, f := range feats {
+			vals[k] = f
+			k++
+		}
+		for _, f := range v.lists {
+			vals[k] = lists[v.index[f]]
+			k++
+		}
+		for _, f := range v.labels {
+			vals[k] = labels[v.index[f]]
+			k++
 		}
 		if err := b.Append(vals...); err != nil {
 			return fmt.Errorf("offline: insert %d rows into %s: append: %w", len(rows), v.table, err)
@@ -265,73 +329,4 @@ func (s *Store) WriteLabels(ctx context.Context, labels []schemas.Label) error {
 		return fmt.Errorf("offline: insert %d labels into %s: %w", len(labels), table, err)
 	}
 	return nil
-}
-
-// Latest returns the newest row of an entity's view version, newest by
-// (event time, source partition, source offset): the row the online store
-// should hold for it, for online/offline consistency checks. False when the
-// entity has no row.
-func (s *Store) Latest(ctx context.Context, viewName, version, entity string) (featurestore.Row, bool, error) {
-	v, err := s.view(viewName, version)
-	if err != nil {
-		return featurestore.Row{}, false, fmt.Errorf("offline: latest: %w", err)
-	}
-	cols := make([]string, len(v.features))
-	for i, f := range v.features {
-		cols[i] = quote(f)
-	}
-	sel := "event_time_ms, known_time_ms, source_partition, source_offset"
-	if len(cols) > 0 {
-		sel += ", " + strings.Join(cols, ", ")
-	}
-	// Duplicates agree on every column, so the first row over the whole
-	// sorting key is the same whichever copy it is.
-	q := "SELECT " + sel + " FROM " + v.table + " WHERE entity = ? ORDER BY event_time_ms DESC, source_partition DESC, source_offset DESC LIMIT 1"
-	rows, err := s.conn.Query(ctx, q, entity)
-	if err != nil {
-		return featurestore.Row{}, false, fmt.Errorf("offline: latest %s of %q: %w", v.table, entity, err)
-	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return featurestore.Row{}, false, fmt.Errorf("offline: latest %s of %q: %w", v.table, entity, err)
-		}
-		return featurestore.Row{}, false, nil
-	}
-	r := featurestore.Row{Entity: entity, View: v.name, Version: v.version, Values: make(map[string]float64, len(v.features))}
-	feats := make([]float64, len(v.features))
-	dest := []any{&r.EventTime, &r.KnownTime, &r.Partition, &r.Offset}
-	for i := range feats {
-		dest = append(dest, &feats[i])
-	}
-	if err := rows.Scan(dest...); err != nil {
-		return featurestore.Row{}, false, fmt.Errorf("offline: latest %s of %q: scan: %w", v.table, entity, err)
-	}
-	for i, f := range v.features {
-		r.Values[f] = feats[i]
-	}
-	return r, true, rows.Err()
-}
-
-// Complete returns the event time (Unix ms) up to which a view version's
-// history is complete in the store: the least, over the source's partitions,
-// of the newest event time materialized from each, minus lateness (an event
-// may trail its partition's newest by that much). 0 when some of the
-// partitions has no row yet. A training set whose spine stops there never
-// pairs a label with a feature row that is merely not materialized yet.
-func (s *Store) Complete(ctx context.Context, viewName, version string, partitions int, lateness int64) (int64, error) {
-	v, err := s.view(viewName, version)
-	if err != nil {
-		return 0, fmt.Errorf("offline: complete: %w", err)
-	}
-	q := "SELECT count(), min(m) FROM (SELECT source_partition, max(event_time_ms) AS m FROM " + v.table + " GROUP BY source_partition)"
-	var n uint64
-	var m int64
-	if err := s.conn.QueryRow(ctx, q).Scan(&n, &m); err != nil {
-		return 0, fmt.Errorf("offline: complete %s: %w", v.table, err)
-	}
-	if int(n) < partitions {
-		return 0, nil
-	}
-	return m - lateness, nil
 }

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/weirhq/weir/featurestore"
 	"github.com/weirhq/weir/featurestore/offline"
 	"github.com/weirhq/weir/internal/config"
 	"github.com/weirhq/weir/internal/testenv"
@@ -67,10 +70,25 @@ func TestSchema(t *testing.T) {
 	}
 	want := []string{"entity String", "event_time DateTime", "event_time_ms Int64", "known_time_ms Int64",
 		"source_topic String", "source_partition Int32", "source_offset Int64", "event_id String",
+		"window_start_ms Int64", "window_end_ms Int64", "revises_offset Int64",
 		"a Float64", "at Float64", "ingested_at DateTime"}
 	if !slices.Equal(got, want) {
 		t.Errorf("columns\n got %v\nwant %v", got, want)
 	}
+	if key := sortingKey(t, ctx, conn, db, offline.TableName("card", views[0].Version())); key != wantKey {
+		t.Errorf("sorting key %q, want %q", key, wantKey)
+	}
+}
+
+const wantKey = "entity, event_time_ms, source_partition, source_offset, window_start_ms, revises_offset"
+
+func sortingKey(t *testing.T, ctx context.Context, conn driver.Conn, db, table string) string {
+	t.Helper()
+	var key string
+	if err := conn.QueryRow(ctx, "SELECT sorting_key FROM system.tables WHERE database = ? AND name = ?", db, table).Scan(&key); err != nil {
+		t.Fatal(err)
+	}
+	return key
 }
 
 func TestNewRejects(t *testing.T) {
@@ -82,8 +100,10 @@ func TestNewRejects(t *testing.T) {
 	}{
 		{"bad database", "a-b", views[0], "database name"},
 		{"bad view name", "db", config.View{Name: "a b"}, "view name"},
-		{"feature named like a column", "db", config.View{Name: "v", Features: []config.Feature{{Name: "entity"}}}, "feature name"},
+		{"feature named like a column", "db", config.View{Name: "v", Features: []config.Feature{{Name: "entity"}}}, `column "entity" of feature entity is already a fixed column`},
 		{"feature not an identifier", "db", config.View{Name: "v", Features: []config.Feature{{Name: "x;drop"}}}, "feature name"},
+		{"feature named like a list column", "db", config.View{Name: "v", Features: []config.Feature{{Name: "x", Agg: "last_n", N: 3}, {Name: "x_list", Agg: "count"}}}, `column "x_list" of last_n feature x is already feature x_list`},
+		{"feature named like a labels column", "db", config.View{Name: "v", Features: []config.Feature{{Name: "x_labels", Agg: "count"}, {Name: "x", Agg: "top_k", K: 3}}}, `column "x_labels" of top_k feature x is already feature x_labels`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -113,7 +133,13 @@ func newFixture(rng *rand.Rand, entities int) fixture {
 		card := fmt.Sprintf("card-%03d", e)
 		var off int64 = int64(rng.IntN(100))
 		nrows := rng.IntN(12) // some entities have none
-		used := map[any]bool{}
+		type key struct {
+			et       int64
+			part     int32
+			off, rev int64
+		}
+		used := map[key]bool{}
+		var earlier []key
 		for range nrows {
 			// Mostly one partition per entity, as the topic is keyed by
 			// entity; sometimes another (a repartitioned topic), so that
@@ -128,21 +154,27 @@ func newFixture(rng *rand.Rand, entities int) fixture {
 			// Minutes over 3 hours: many equal event times.
 			et := base + int64(rng.IntN(60))*180_000
 			kt := et + int64(rng.IntN(600_000))
-			type key struct {
-				et   int64
-				part int32
-				off  int64
+			rev := int64(-1)
+			if len(earlier) > 0 && rng.IntN(4) == 0 {
+				// A correction of an earlier row: its event time and
+				// partition, revising its offset, known later.
+				c := earlier[rng.IntN(len(earlier))]
+				et, part, rev = c.et, c.part, featurestore.Revised(c.off, c.rev)
+				kt = et + 600_000 + int64(rng.IntN(600_000))
 			}
-			if used[key{et, part, rowOff}] {
+			k := key{et, part, rowOff, rev}
+			if used[k] {
 				continue // one row per sorting key: any other would be a different row with the same identity
 			}
-			used[key{et, part, rowOff}] = true
+			used[k] = true
+			earlier = append(earlier, k)
 			for _, view := range []string{"card", "velocity"} {
 				if rng.IntN(3) == 0 {
 					continue
 				}
 				r := schemas.FeatureRow{Entity: card, View: view, ViewVersion: ver[view], EventTime: et, KnownTime: kt,
-					SourceTopic: "tx", SourcePartition: part, SourceOffset: rowOff, EventID: fmt.Sprintf("ev-%d-%d-%d", e, part, rowOff)}
+					SourceTopic: "tx", SourcePartition: part, SourceOffset: rowOff, EventID: fmt.Sprintf("ev-%d-%d-%d", e, part, rowOff),
+					RevisesOffset: rev}
 				if view == "card" {
 					r.Values = []schemas.FeatureValue{{Name: "at", Value: float64(et)}, {Name: "a", Value: rng.NormFloat64()}}
 				} else {
@@ -246,9 +278,7 @@ func (f fixture) oracle(spec offline.TrainingSetSpec) map[string]want {
 					spec.KnownAt != 0 && r.KnownTime > spec.KnownAt {
 					continue
 				}
-				if best == nil || r.EventTime > best.EventTime ||
-					r.EventTime == best.EventTime && (r.SourcePartition > best.SourcePartition ||
-						r.SourcePartition == best.SourcePartition && r.SourceOffset > best.SourceOffset) {
+				if best == nil || newer(r, best) {
 					best = r
 				}
 			}
@@ -267,6 +297,15 @@ func (f fixture) oracle(spec offline.TrainingSetSpec) map[string]want {
 		out[l.TxnID] = w
 	}
 	return out
+}
+
+// newer reports whether a is newer than b, two rows of one entity: by event
+// time, partition, revised offset (the offset a correction revises, or the
+// row's own), offset, window start.
+func newer(a, b *schemas.FeatureRow) bool {
+	ka := []int64{a.EventTime, int64(a.SourcePartition), featurestore.Revised(a.SourceOffset, a.RevisesOffset), a.SourceOffset, a.WindowStart}
+	kb := []int64{b.EventTime, int64(b.SourcePartition), featurestore.Revised(b.SourceOffset, b.RevisesOffset), b.SourceOffset, b.WindowStart}
+	return slices.Compare(ka, kb) > 0
 }
 
 func sameFloat(a, b float64) bool { return a == b || math.IsNaN(a) && math.IsNaN(b) }
@@ -376,8 +415,7 @@ func TestLatest(t *testing.T) {
 			continue
 		}
 		n, ok := newest[r.Entity]
-		if !ok || r.EventTime > n.EventTime || r.EventTime == n.EventTime && (r.SourcePartition > n.SourcePartition ||
-			r.SourcePartition == n.SourcePartition && r.SourceOffset > n.SourceOffset) {
+		if !ok || newer(&r, &n) {
 			newest[r.Entity] = r
 		}
 	}
@@ -389,7 +427,7 @@ func TestLatest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !ok || got.EventTime != w.EventTime || got.Offset != w.SourceOffset || got.Partition != w.SourcePartition ||
+		if !ok || got.EventTime != w.EventTime || got.Offset != w.SourceOffset || got.Partition != w.SourcePartition || got.Revises != w.RevisesOffset ||
 			got.KnownTime != w.KnownTime || got.Values["at"] != float64(w.EventTime) || got.Values["a"] != w.Values[1].Value || len(got.Values) != 2 {
 			t.Errorf("%s: got %+v (found %v), want %+v", e, got, ok, w)
 		}

@@ -72,8 +72,10 @@ type DescribedView struct {
 
 // joinRule is the point-in-time rule, in words, for the description.
 const joinRule = "for each spine row (labels.card_id = entity, spine event_time_ms t) and each view: " +
-	"the feature row of that entity with the greatest (event_time_ms, source_partition, source_offset) " +
-	"such that event_time_ms <= t and t - event_time_ms <= ttl_ms; NaN when there is none"
+	"the feature row of that entity with the greatest (event_time_ms, source_partition, revised offset, source_offset, window_start_ms), " +
+	"the revised offset being revises_offset for a correction and source_offset for a first version, " +
+	"such that event_time_ms <= t and t - event_time_ms <= ttl_ms (and known_time_ms <= known_at when set): " +
+	"a correction replaces the version it revises; NaN when there is none"
 
 // spineRow is one labelled transaction.
 type spineRow struct {
@@ -85,15 +87,17 @@ type spineRow struct {
 
 // TrainingSet builds a point-in-time-correct training set: the spine is the
 // labels table in [spec.Since, spec.Until), and for each spine row and
-// requested view the features come from the entity's newest feature row
-// (by event time, source partition, source offset) whose event time is at or
-// before the spine row's and within the view's TTL of it.
+// requested view the features come from the entity's newest feature row (by
+// featurestore.Compare, so the newest version of the newest row) whose event
+// time is at or before the spine row's and within the view's TTL of it. With
+// KnownAt, only rows known by then count: a correction emitted later is not
+// seen, and the version it replaced is.
 //
 // ClickHouse 18.16 has no ASOF JOIN, so the join is a sorted merge here:
 // the spine is read deduplicated and sorted by (entity, event time), each
-// view's rows are streamed deduplicated and sorted by (entity, event time,
-// partition, offset), and one pass over both picks each spine row's feature
-// row. Memory is the result plus one feature row per view. Views are joined
+// view's rows are streamed deduplicated and sorted by entity and then
+// oldest first by featurestore.Compare, and one pass over both picks each
+// spine row's feature row: the last one at or before it. Memory is the result plus one feature row per view. Views are joined
 // on their entity equal to the label's card_id.
 func (s *Store) TrainingSet(ctx context.Context, spec TrainingSetSpec) (*TrainingSet, error) {
 	type joined struct {
@@ -185,9 +189,12 @@ func (s *Store) TrainingSet(ctx context.Context, spec TrainingSetSpec) (*Trainin
 		if len(cols) > 0 {
 			sel += ", " + strings.Join(cols, ", ")
 		}
+		// GROUP BY the sorting key drops duplicates; the order puts every
+		// entity's rows oldest first, so the last at or before a spine row
+		// is its newest version.
 		q := "SELECT " + sel + " FROM " + v.table + " WHERE " + where +
-			" GROUP BY entity, event_time_ms, source_partition, source_offset" +
-			" ORDER BY entity, event_time_ms, source_partition, source_offset"
+			" GROUP BY " + sortingKey +
+			" ORDER BY entity, event_time_ms, source_partition, " + revised + ", source_offset, window_start_ms"
 		desc.SQL = append(desc.SQL, q)
 		if err := s.mergeView(ctx, q, v, len(cols), spine, ts.X, off); err != nil {
 			return nil, err

@@ -1,22 +1,29 @@
 // Package online is the Redis online store: for every entity and feature view
-// version it keeps the newest feature row, newest by (event time, source
-// offset), under a key with a hash tag on the entity so that one entity's
-// views share a Redis Cluster slot:
+// version it keeps the newest feature row, newest by featurestore.Compare,
+// under a key with a hash tag on the entity so that one entity's views share
+// a Redis Cluster slot:
 //
 //	<prefix>:{<entity>}:<view>:<version>
 //
 // The value is a hash with one field per feature (the float formatted so that
-// it parses back to the same bits) and four metadata fields: _et (event time,
+// it parses back to the same bits) and metadata fields: _et (event time,
 // Unix ms), _off (source offset), _part (source partition) and _kt (known
-// time, Unix ms). Every applied write replaces the whole hash and sets the
-// key's expiry to the view's TTL.
+// time, Unix ms), always; _rev (the source offset the row revises) only for
+// a correction, and _ws and _we (window start and end, Unix ms) only for a
+// tumbling, hopping or session row. An absent _rev reads as -1 and absent
+// window fields as 0, so hashes written before those fields existed read as
+// first versions of sliding rows. Every applied write replaces the whole hash
+// and sets the key's expiry to the view's TTL. last_n lists and top_k labels
+// are not stored here (the offline store keeps them); a feature's value is.
 //
 // Writes are idempotent and ordered by a Lua script run with EVALSHA: a row
-// is applied only if its (event time, offset) pair is greater than the
-// stored one, so replayed, duplicated and out-of-order rows never regress a
-// value. Offsets are compared without the partition because an entity's
-// rows all come from one partition of the features topic (it is keyed by
-// entity).
+// is applied only if it is newer than the stored one by (event time, revised
+// offset, source offset, window start), the order of featurestore.Compare.
+// So a correction of the stored row (same event time, the same revised
+// offset, a higher source offset) replaces it, and replayed, duplicated and
+// out-of-order rows never regress a value. Offsets are compared without the
+// partition because an entity's rows all come from one partition of the
+// features topic (it is keyed by entity).
 //
 // This package exports no metrics; the materializer that drives Write counts
 // rows and latency.
@@ -43,6 +50,9 @@ const (
 	fieldOffset    = "_off"
 	fieldPartition = "_part"
 	fieldKnownTime = "_kt"
+	fieldRevises   = "_rev" // only for corrections
+	fieldWinStart  = "_ws"  // only for windowed rows
+	fieldWinEnd    = "_we"  // only for windowed rows
 )
 
 // ErrUnknownView is returned for a row of a view the store was not
@@ -56,23 +66,47 @@ var ErrReservedName = errors.New("feature names starting with '_' are reserved")
 //
 //	KEYS[1] the row's key
 //	ARGV    event time, offset, partition, known time, TTL in ms (0: none),
-//	        then feature name, value pairs
+//	        revises offset (-1: a first version), window start, window end
+//	        (both 0: a sliding row), then feature name, value pairs
 //
-// It returns 1 when the row was applied and 0 when it was not newer.
-// Lua numbers are doubles: exact for millisecond times and offsets below 2^53.
+// Rows are ordered by (event time, revised offset, offset, window start),
+// the revised offset being the revises offset of a correction and the
+// offset of a first version (featurestore.Compare). It returns 1 when the
+// row was applied and 0 when it was not newer. Lua numbers are doubles:
+// exact for millisecond times and offsets below 2^53.
 var writeScript = redis.NewScript(`
 local et = tonumber(ARGV[1])
 local off = tonumber(ARGV[2])
-local cur = redis.call('HMGET', KEYS[1], '_et', '_off')
+local rev = tonumber(ARGV[6])
+local ws = tonumber(ARGV[7])
+local revised = off
+if rev >= 0 then revised = rev end
+local cur = redis.call('HMGET', KEYS[1], '_et', '_off', '_rev', '_ws')
 if cur[1] then
   local cet = tonumber(cur[1]) or -1
   local coff = tonumber(cur[2]) or -1
-  if cet > et or (cet == et and coff >= off) then
+  local crev = tonumber(cur[3]) or -1
+  local cws = tonumber(cur[4]) or 0
+  local crevised = coff
+  if crev >= 0 then crevised = crev end
+  if cet ~= et then
+    if cet > et then return 0 end
+  elseif crevised ~= revised then
+    if crevised > revised then return 0 end
+  elseif coff ~= off then
+    if coff > off then return 0 end
+  elseif cws >= ws then
     return 0
   end
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], '_et', ARGV[1], '_off', ARGV[2], '_part', ARGV[3], '_kt', ARGV[4], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], '_et', ARGV[1], '_off', ARGV[2], '_part', ARGV[3], '_kt', ARGV[4], unpack(ARGV, 9))
+if rev >= 0 then
+  redis.call('HSET', KEYS[1], '_rev', ARGV[6])
+end
+if ws ~= 0 or tonumber(ARGV[8]) ~= 0 then
+  redis.call('HSET', KEYS[1], '_ws', ARGV[7], '_we', ARGV[8])
+end
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
@@ -107,10 +141,10 @@ func RedisKey(prefix string, k Key) string {
 // script and it must be loaded again).
 //
 // Delivery contract: Write is idempotent per row by (entity, view, version,
-// event time, offset). A row is applied only if its (event time, offset) is
-// greater than the stored row's, so a caller delivering at least once may
-// replay any rows, in any order and any batching, and the store still ends
-// with the newest row per key. Rows older than the stored one are dropped
+// event time, revised offset, offset, window start). A row is applied only
+// if it is newer than the stored row by featurestore.Compare, so a caller
+// delivering at least once may replay any rows, in any order and any
+// batching, and the store still ends with the newest row per key. Rows older than the stored one are dropped
 // silently; that is success, not an error. Write returns nil only when every
 // row was applied or found stale; on error some rows may have been applied
 // and the caller should retry the whole batch. Write does not keep rows.
@@ -126,8 +160,9 @@ func (s *Store) Write(ctx context.Context, rows []schemas.FeatureRow) error {
 		if !ok {
 			return fmt.Errorf("online: write row %d (entity %q): view %q: %w", i, r.Entity, r.View, ErrUnknownView)
 		}
-		a := make([]any, 0, 5+2*len(r.Values))
-		a = append(a, r.EventTime, r.SourceOffset, r.SourcePartition, r.KnownTime, ttl.Milliseconds())
+		a := make([]any, 0, 8+2*len(r.Values))
+		a = append(a, r.EventTime, r.SourceOffset, r.SourcePartition, r.KnownTime, ttl.Milliseconds(),
+			max(r.RevisesOffset, -1), r.WindowStart, r.WindowEnd)
 		for _, v := range r.Values {
 			if strings.HasPrefix(v.Name, "_") {
 				return fmt.Errorf("online: write row %d (view %s): feature %q: %w", i, r.View, v.Name, ErrReservedName)
@@ -212,12 +247,14 @@ func (s *Store) GetMany(ctx context.Context, keys []Key) (rows []featurestore.Ro
 
 // parseRow decodes a row's hash.
 func parseRow(k Key, h map[string]string) (featurestore.Row, error) {
-	r := featurestore.Row{Entity: k.Entity, View: k.View, Version: k.Version, Values: make(map[string]float64, len(h)-4)}
+	r := featurestore.Row{Entity: k.Entity, View: k.View, Version: k.Version, Revises: -1, Values: make(map[string]float64, len(h))}
 	var err error
-	parseInt := func(field string) int64 {
+	parseInt := func(field string, optional bool) int64 {
 		s, ok := h[field]
 		if !ok {
-			err = errors.Join(err, fmt.Errorf("field %s missing", field))
+			if !optional {
+				err = errors.Join(err, fmt.Errorf("field %s missing", field))
+			}
 			return 0
 		}
 		n, perr := strconv.ParseInt(s, 10, 64)
@@ -226,10 +263,15 @@ func parseRow(k Key, h map[string]string) (featurestore.Row, error) {
 		}
 		return n
 	}
-	r.EventTime = parseInt(fieldEventTime)
-	r.Offset = parseInt(fieldOffset)
-	r.Partition = int32(parseInt(fieldPartition))
-	r.KnownTime = parseInt(fieldKnownTime)
+	r.EventTime = parseInt(fieldEventTime, false)
+	r.Offset = parseInt(fieldOffset, false)
+	r.Partition = int32(parseInt(fieldPartition, false))
+	r.KnownTime = parseInt(fieldKnownTime, false)
+	if _, ok := h[fieldRevises]; ok {
+		r.Revises = parseInt(fieldRevises, true)
+	}
+	r.WindowStart = parseInt(fieldWinStart, true)
+	r.WindowEnd = parseInt(fieldWinEnd, true)
 	for name, s := range h {
 		if strings.HasPrefix(name, "_") {
 			continue

@@ -6,10 +6,14 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/weirhq/weir/featurestore"
 	"github.com/weirhq/weir/featurestore/online"
+	"github.com/weirhq/weir/featurestore/storetest"
 	"github.com/weirhq/weir/internal/config"
 	"github.com/weirhq/weir/internal/testenv"
 	"github.com/weirhq/weir/schemas"
@@ -24,7 +28,7 @@ var views = []config.View{
 func row(e string, et, off int64, x float64) schemas.FeatureRow {
 	return schemas.FeatureRow{
 		Entity: e, View: "card", ViewVersion: "v1", EventTime: et, KnownTime: et + 5,
-		SourcePartition: 3, SourceOffset: off,
+		SourcePartition: 3, SourceOffset: off, RevisesOffset: -1,
 		Values: []schemas.FeatureValue{{Name: "x", Value: x}, {Name: "y", Value: -x}},
 	}
 }
@@ -92,9 +96,111 @@ func TestNewerWins(t *testing.T) {
 	}
 }
 
-// TestRandomReplay writes a random history with duplicates, in shuffled
-// batches of random sizes, and compares every key with the newest row by
-// (event time, offset), computed here.
+// TestConformance writes every storetest case and checks the row each
+// entity holds.
+func TestConformance(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	ctx := context.Background()
+	s := online.New(rdb, prefix, views)
+	for _, c := range storetest.Cases(func(name string) string { return name }) {
+		t.Run(c.Name, func(t *testing.T) {
+			var entity string
+			for _, b := range c.Batches {
+				if err := s.Write(ctx, b); err != nil {
+					t.Fatal(err)
+				}
+				entity = b[0].Entity
+			}
+			got, ok, err := s.Get(ctx, "card", "v1", entity)
+			if err != nil || !ok {
+				t.Fatalf("found %v, err %v", ok, err)
+			}
+			if got.Values["x"] != c.Newest || got.Values["y"] != -c.Newest {
+				t.Errorf("holds x = %v, y = %v (%+v), want x = %v", got.Values["x"], got.Values["y"], got, c.Newest)
+			}
+			// The metadata is the newest row's.
+			for _, b := range c.Batches {
+				for _, r := range b {
+					if r.Values[0].Value != c.Newest {
+						continue
+					}
+					if got.EventTime != r.EventTime || got.Offset != r.SourceOffset || got.Revises != r.RevisesOffset ||
+						got.WindowStart != r.WindowStart || got.WindowEnd != r.WindowEnd || got.KnownTime != r.KnownTime || got.Partition != r.SourcePartition {
+						t.Errorf("metadata %+v, want that of %+v", got, r)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestMetadataFields checks the hash's optional fields: _rev only for a
+// correction, _ws and _we only for a windowed row, and that a hash written
+// before they existed reads as a first version of a sliding row and is
+// replaced by its correction.
+func TestMetadataFields(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	ctx := context.Background()
+	s := online.New(rdb, prefix, views)
+	fields := func(e string) map[string]string {
+		t.Helper()
+		h, err := rdb.HGetAll(ctx, online.RedisKey(prefix, online.Key{View: "card", Version: "v1", Entity: e})).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	rows := []schemas.FeatureRow{
+		storetest.Row("sliding", 10, 1, -1, 0, 0, 100, 1),
+		storetest.Row("corrected", 10, 4, 1, 0, 0, 100, 1),
+		storetest.Row("windowed", 59, 4, -1, 0, 60, 100, 1),
+	}
+	if err := s.Write(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	for e, want := range map[string]string{"sliding": "_et _kt _off _part x y", "corrected": "_et _kt _off _part _rev x y", "windowed": "_et _kt _off _part _we _ws x y"} {
+		var names []string
+		for n := range fields(e) {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		if got := strings.Join(names, " "); got != want {
+			t.Errorf("%s: fields %s, want %s", e, got, want)
+		}
+	}
+	if got, _, _ := s.Get(ctx, "card", "v1", "windowed"); got.WindowStart != 0 || got.WindowEnd != 60 || got.Revises != -1 {
+		t.Errorf("windowed row read back as %+v", got)
+	}
+	if got, _, _ := s.Get(ctx, "card", "v1", "corrected"); got.Revises != 1 || got.WindowEnd != 0 {
+		t.Errorf("correction read back as %+v", got)
+	}
+
+	// A hash in the format before corrections were stored.
+	key := online.RedisKey(prefix, online.Key{View: "card", Version: "v1", Entity: "old"})
+	if err := rdb.HSet(ctx, key, "_et", "20", "_off", "2", "_part", "3", "_kt", "100", "x", "2", "y", "-2").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok, err := s.Get(ctx, "card", "v1", "old"); err != nil || !ok || got.Revises != -1 || got.WindowStart != 0 || got.Values["x"] != 2 {
+		t.Fatalf("old hash read as %+v (found %v, err %v)", got, ok, err)
+	}
+	if err := s.Write(ctx, []schemas.FeatureRow{storetest.Row("old", 20, 1, -1, 0, 0, 100, 9), storetest.Row("old", 20, 5, 2, 0, 0, 200, 3)}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := s.Get(ctx, "card", "v1", "old"); got.Values["x"] != 3 || got.Revises != 2 || got.Offset != 5 {
+		t.Errorf("old hash after its correction: %+v, want x = 3 revising offset 2", got)
+	}
+	// A first version replacing a correction drops _rev.
+	if err := s.Write(ctx, []schemas.FeatureRow{storetest.Row("corrected", 11, 5, -1, 0, 0, 100, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := fields("corrected")["_rev"]; ok {
+		t.Error("_rev left behind by a newer first version")
+	}
+}
+
+// TestRandomReplay writes a random history with corrections and
+// duplicates, in shuffled batches of random sizes, and compares every key
+// with the newest row by featurestore.Compare.
 func TestRandomReplay(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	ctx := context.Background()
@@ -105,12 +211,20 @@ func TestRandomReplay(t *testing.T) {
 	for e := range 50 {
 		ent := fmt.Sprintf("card-%d", e)
 		var off int64
+		var earlier []schemas.FeatureRow
 		for range 1 + rng.IntN(20) {
 			off += 1 + rng.Int64N(3)
 			r := row(ent, rng.Int64N(5), off, rng.Float64()) // few event times: many ties
 			if rng.IntN(3) == 0 {
 				r.View, r.ViewVersion = "merchant", "v9"
 			}
+			if len(earlier) > 0 && rng.IntN(3) == 0 {
+				// A correction of an earlier row, caused by this offset.
+				c := earlier[rng.IntN(len(earlier))]
+				r.EventTime, r.View, r.ViewVersion = c.EventTime, c.View, c.ViewVersion
+				r.RevisesOffset = featurestore.Revised(c.SourceOffset, c.RevisesOffset)
+			}
+			earlier = append(earlier, r)
 			rows = append(rows, r)
 			if rng.IntN(4) == 0 {
 				rows = append(rows, r) // duplicate delivery
@@ -120,7 +234,7 @@ func TestRandomReplay(t *testing.T) {
 	newest := map[online.Key]schemas.FeatureRow{}
 	for _, r := range rows {
 		k := online.Key{View: r.View, Version: r.ViewVersion, Entity: r.Entity}
-		if n, ok := newest[k]; !ok || r.EventTime > n.EventTime || r.EventTime == n.EventTime && r.SourceOffset > n.SourceOffset {
+		if n, ok := newest[k]; !ok || featurestore.Compare(featurestore.RankOf(&r), featurestore.RankOf(&n)) > 0 {
 			newest[k] = r
 		}
 	}
@@ -152,7 +266,7 @@ func TestRandomReplay(t *testing.T) {
 			continue
 		}
 		g := got[i]
-		if g.Entity != k.Entity || g.View != k.View || g.Version != k.Version ||
+		if g.Entity != k.Entity || g.View != k.View || g.Version != k.Version || g.Revises != want.RevisesOffset ||
 			g.EventTime != want.EventTime || g.Offset != want.SourceOffset || g.Values["x"] != want.Values[0].Value {
 			t.Errorf("%+v: got %+v, want event time %d offset %d x %v", k, g, want.EventTime, want.SourceOffset, want.Values[0].Value)
 		}
