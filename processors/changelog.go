@@ -23,11 +23,13 @@ const (
 	kindEvent = 0x01
 )
 
-func eventKey(entity string, off int64) []byte {
-	k := make([]byte, 0, len(entity)+9)
-	k = append(k, entity...)
-	k = binary.BigEndian.AppendUint64(k, uint64(off))
-	return append(k, kindEvent)
+// appendEventKey appends an event record's key: the entity, the event's
+// offset (big-endian, so that an entity's events sort in offset order) and
+// kindEvent.
+func appendEventKey(dst []byte, entity string, off int64) []byte {
+	dst = append(dst, entity...)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(off))
+	return append(dst, kindEvent)
 }
 
 func headKey(entity string) []byte {
@@ -37,9 +39,14 @@ func headKey(entity string) []byte {
 // appendChangelog appends the changelog records that make the changelog
 // hold st (nil: the entity expired) for the entity, whose committed state
 // was prev (nil: none). It clears st's record of added and dropped events.
-func (e *Engine) appendChangelog(out []*kgo.Record, topic string, part int32, entity string, prev, st *entityState) []*kgo.Record {
+// The records, keys and values come from a.
+func (e *Engine) appendChangelog(out []*kgo.Record, a *arena, topic string, part int32, entity string, prev, st *entityState) []*kgo.Record {
 	rec := func(key, value []byte) {
-		out = append(out, &kgo.Record{Topic: topic, Partition: part, Key: key, Value: value})
+		out = append(out, a.record(topic, part, key, value))
+	}
+	evKey := func(off int64) []byte {
+		a.scratch = appendEventKey(a.scratch[:0], entity, off)
+		return a.copy(a.scratch)
 	}
 	if st == nil {
 		if prev == nil {
@@ -47,7 +54,7 @@ func (e *Engine) appendChangelog(out []*kgo.Record, topic string, part int32, en
 		}
 		if prev.slide != nil {
 			for _, ev := range prev.slide.events {
-				rec(eventKey(entity, ev.off), nil)
+				rec(evKey(ev.off), nil)
 			}
 		}
 		if len(e.windowed) > 0 {
@@ -70,11 +77,13 @@ func (e *Engine) appendChangelog(out []*kgo.Record, topic string, part int32, en
 				continue
 			}
 			if ev := sl.find(off); ev != nil {
-				rec(eventKey(entity, off), e.appendEvent(nil, ev))
+				k := evKey(off)
+				a.scratch = e.appendEvent(a.scratch[:0], ev)
+				rec(k, a.copy(a.scratch))
 			}
 		}
 		for _, off := range sl.dropped {
-			rec(eventKey(entity, off), nil)
+			rec(evKey(off), nil)
 		}
 		sl.added, sl.dropped = sl.added[:0], sl.dropped[:0]
 	}

@@ -521,7 +521,7 @@ func TestChangelogRestore(t *testing.T) {
 	r := eng.newRestorer()
 	flush := func(prev, cur map[string]*entityState) {
 		for key, st := range cur {
-			for _, rec := range eng.appendChangelog(nil, "c", 0, key, prev[key], st) {
+			for _, rec := range eng.appendChangelog(nil, &arena{}, "c", 0, key, prev[key], st) {
 				if err := r.apply(rec.Key, rec.Value); err != nil {
 					t.Fatal(err)
 				}

@@ -122,7 +122,7 @@ func (e *Engine) applySliding(s *slideState, maxTime int64, in Input, emit func(
 	}
 	s.added = append(s.added, in.Offset)
 	if len(s.events) == 0 || in.Time >= s.events[len(s.events)-1].time {
-		s.events = append(s.events, ev)
+		s.events = push(s.events, ev)
 		p := s.end() - 1
 		for wi := range s.wins {
 			e.slideAdvance(s, wi, p)
@@ -148,6 +148,19 @@ func (e *Engine) applySliding(s *slideState, maxTime int64, in Input, emit func(
 		}
 		e.emitSliding(s, q, in.Offset, s.at(q).off, emit)
 	}
+}
+
+// push appends v to a queue whose front is dropped by re-slicing. Once the
+// capacity left behind the front runs out it reallocates with room for at
+// least eight more, so that a short queue does not reallocate at almost
+// every push; the live elements are copied, keeping it O(1) amortized.
+func push[T any](q []T, v T) []T {
+	if len(q) == cap(q) {
+		n := make([]T, len(q), max(2*len(q), 8))
+		copy(n, q)
+		q = n
+	}
+	return append(q, v)
 }
 
 // slideAdvance makes window wi end at absolute position p == hi: it adds
@@ -260,14 +273,14 @@ func (e *Engine) slideAdd(s *slideState, wi int, p int64) {
 			for len(a.mins) > 0 && s.at(a.mins[len(a.mins)-1]).vals[g.field] >= x {
 				a.mins = a.mins[:len(a.mins)-1]
 			}
-			a.mins = append(a.mins, p)
+			a.mins = push(a.mins, p)
 		}
 		if g.max {
 			x := ev.vals[g.field]
 			for len(a.maxs) > 0 && s.at(a.maxs[len(a.maxs)-1]).vals[g.field] <= x {
 				a.maxs = a.maxs[:len(a.maxs)-1]
 			}
-			a.maxs = append(a.maxs, p)
+			a.maxs = push(a.maxs, p)
 		}
 		if g.lastN > 0 {
 			a.last = append(a.last, p)

@@ -74,9 +74,11 @@ type Task struct {
 	vals []float64
 	cats []string
 	rows []*schemas.FeatureRow // one per view, reused for every event
-	buf  []byte
-	late []bool // per view: the event was too late for it
-	puts []statestore.Put[*entityState]
+	// arena allocates the output records.
+	arena arena
+	buf   []byte
+	late  []bool // per view: the event was too late for it
+	puts  []statestore.Put[*entityState]
 	// broken is set when the state store failed: Process returns it.
 	broken error
 
@@ -398,7 +400,7 @@ func (t *Task) emitRow(r *Row) {
 		row.Values[fi].Value, row.Values[fi].List, row.Values[fi].Labels = v.Value, v.List, v.Labels
 	}
 	t.buf = schemas.AppendFeatureRow(t.rowSerde.AppendHeader(t.buf[:0]), row)
-	t.curOut = append(t.curOut, &kgo.Record{Topic: t.cfg.FeatureTopics[r.View], Partition: t.curPart, Key: t.curKey, Value: slices.Clone(t.buf)})
+	t.curOut = append(t.curOut, t.arena.record(t.cfg.FeatureTopics[r.View], t.curPart, t.curKey, t.arena.copy(t.buf)))
 	t.rowsOut[r.View].Inc()
 	if r.Revises >= 0 {
 		t.corrections[r.View].Inc()
@@ -443,7 +445,7 @@ func (t *Task) Flush(out []*kgo.Record) []*kgo.Record {
 					t.fail(fmt.Errorf("state store: %w", err))
 				}
 			}
-			out = t.eng.appendChangelog(out, t.cfg.ChangelogTopic, part, key, prev, st)
+			out = t.eng.appendChangelog(out, &t.arena, t.cfg.ChangelogTopic, part, key, prev, st)
 			for _, r := range out[n:] {
 				size += len(r.Key) + len(r.Value)
 			}

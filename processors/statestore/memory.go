@@ -15,7 +15,7 @@ const bucketShift = 20
 // buckets of entities by newest event time. An entity is in exactly one
 // bucket, at position pos, so moving it to a newer bucket is O(1).
 type memory[S any] struct {
-	m       map[string]memEntry[S]
+	m       map[string]*memEntry[S]
 	buckets map[int64]*bucket // by time >> bucketShift
 	order   []int64           // bucket ids ascending; may hold empty buckets until Expired passes them
 
@@ -25,11 +25,14 @@ type memory[S any] struct {
 	held     atomic.Int64 // bytes of keys and Sizer states
 }
 
+// memEntry is an entity's entry, updated in place: an update of an entity
+// whose time stays in its bucket costs one map lookup.
 type memEntry[S any] struct {
 	state S
 	time  int64
-	size  int32 // the state's SizeBytes when Put, if it is a Sizer
-	pos   int32 // index in the bucket of time
+	b     *bucket // the bucket of time
+	size  int32   // the state's SizeBytes when Put, if it is a Sizer
+	pos   int32   // index in b
 }
 
 type bucket struct {
@@ -46,20 +49,22 @@ var _ Store[int] = (*memory[int])(nil)
 // NewMemory returns an empty in-memory store. It keeps states as given,
 // without encoding them.
 func NewMemory[S any]() Store[S] {
-	s := &memory[S]{m: map[string]memEntry[S]{}, buckets: map[int64]*bucket{}}
+	s := &memory[S]{m: map[string]*memEntry[S]{}, buckets: map[int64]*bucket{}}
 	_, s.sizer = any(*new(S)).(Sizer)
-	// A map slot (key header and entry) in a table half full on average
-	// (Go's maps double at 7/8), a bucket slot with slack for growth, and
-	// the key's allocation rounding: 124 bytes for a pointer state, where
-	// TestBigMemory measured 118 at 300,000 entities and 141 at 1,000,000.
-	slotBytes := int64(unsafe.Sizeof("")) + int64(unsafe.Sizeof(memEntry[S]{}))
-	s.perEntry = slotBytes*2 + int64(unsafe.Sizeof(slot{}))*3/2 + 8
+	// A map slot (key header and entry pointer) in a table half full on
+	// average (Go's maps double at 7/8), the entry, a bucket slot with
+	// slack for growth, and the key's allocation rounding.
+	slotBytes := int64(unsafe.Sizeof("")) + int64(unsafe.Sizeof((*memEntry[S])(nil)))
+	s.perEntry = slotBytes*2 + int64(unsafe.Sizeof(memEntry[S]{})) + int64(unsafe.Sizeof(slot{}))*3/2 + 8
 	return s
 }
 
 func (s *memory[S]) Get(key string) (S, bool, error) {
-	e, ok := s.m[key]
-	return e.state, ok, nil
+	if e := s.m[key]; e != nil {
+		return e.state, true, nil
+	}
+	var zero S
+	return zero, false, nil
 }
 
 func (s *memory[S]) Apply(puts []Put[S]) error {
@@ -69,35 +74,36 @@ func (s *memory[S]) Apply(puts []Put[S]) error {
 	var dn, dheld int64
 	for i := range puts {
 		p := &puts[i]
-		old, exists := s.m[p.Key]
-		if exists {
-			dheld -= int64(len(p.Key)) + int64(old.size)
+		e := s.m[p.Key]
+		if e != nil {
+			dheld -= int64(len(p.Key)) + int64(e.size)
 		}
 		if p.Delete {
-			if exists {
-				s.unindex(old)
+			if e != nil {
+				s.unindex(e)
 				delete(s.m, p.Key)
 				dn--
 			}
 			continue
 		}
-		e := memEntry[S]{state: p.State, time: p.Time}
+		switch {
+		case e == nil:
+			e = &memEntry[S]{time: p.Time}
+			s.index(p.Key, e)
+			s.m[p.Key] = e
+			dn++
+		case e.time>>bucketShift == p.Time>>bucketShift:
+			e.time = p.Time
+			e.b.slots[e.pos].time = p.Time
+		default:
+			s.unindex(e)
+			e.time = p.Time
+			s.index(p.Key, e)
+		}
+		e.state, e.size = p.State, 0
 		if s.sizer {
 			e.size = int32(min(any(p.State).(Sizer).SizeBytes(), 1<<31-1))
 		}
-		switch {
-		case exists && old.time>>bucketShift == p.Time>>bucketShift:
-			e.pos = old.pos
-			s.buckets[p.Time>>bucketShift].slots[e.pos].time = p.Time
-		default:
-			if exists {
-				s.unindex(old)
-			} else {
-				dn++
-			}
-			e.pos = s.index(p.Key, p.Time)
-		}
-		s.m[p.Key] = e
 		dheld += int64(len(p.Key)) + int64(e.size)
 	}
 	s.n.Add(dn)
@@ -105,9 +111,9 @@ func (s *memory[S]) Apply(puts []Put[S]) error {
 	return nil
 }
 
-// index adds key to the bucket of t and returns its position there.
-func (s *memory[S]) index(key string, t int64) int32 {
-	id := t >> bucketShift
+// index adds e, under key, to the bucket of its time.
+func (s *memory[S]) index(key string, e *memEntry[S]) {
+	id := e.time >> bucketShift
 	b := s.buckets[id]
 	if b == nil {
 		b = &bucket{}
@@ -115,22 +121,21 @@ func (s *memory[S]) index(key string, t int64) int32 {
 		i, _ := slices.BinarySearch(s.order, id)
 		s.order = slices.Insert(s.order, i, id)
 	}
-	b.slots = append(b.slots, slot{key: key, time: t})
-	return int32(len(b.slots) - 1)
+	b.slots = append(b.slots, slot{key: key, time: e.time})
+	e.b, e.pos = b, int32(len(b.slots)-1)
 }
 
 // unindex removes e from its bucket, moving the bucket's last entity into
 // its place.
-func (s *memory[S]) unindex(e memEntry[S]) {
-	b := s.buckets[e.time>>bucketShift]
+func (s *memory[S]) unindex(e *memEntry[S]) {
+	b := e.b
 	last := int32(len(b.slots) - 1)
 	if e.pos != last {
 		moved := b.slots[last]
 		b.slots[e.pos] = moved
-		me := s.m[moved.key]
-		me.pos = e.pos
-		s.m[moved.key] = me
+		s.m[moved.key].pos = e.pos
 	}
+	e.b = nil
 	if last == 0 {
 		b.slots = nil // an empty bucket gives its memory back
 		return
