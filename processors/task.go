@@ -73,7 +73,10 @@ type Task struct {
 
 	vals []float64
 	cats []string
-	rows []*schemas.FeatureRow // one per view, reused for every event
+	rows []*schemas.FeatureRow // one per view, reused for every event: the event's own rows
+	// other are the rows emitted for other events (corrections, windows
+	// closed), encoded from here so that rows keeps the event's own.
+	other []*schemas.FeatureRow
 	// arena allocates the output records.
 	arena arena
 	buf   []byte
@@ -86,6 +89,7 @@ type Task struct {
 	cur     *kgo.Record
 	curID   string
 	curKey  []byte
+	curEnt  string // curKey as a string
 	curTime int64
 	curPart int32
 	curOut  []*kgo.Record
@@ -222,6 +226,9 @@ func NewTask(cfg TaskConfig, srcSerde, rowSerde *schemas.Serde, log *slog.Logger
 			row.Values[fi].Name = fn
 		}
 		t.rows = append(t.rows, row)
+		other := *row
+		other.Values = slices.Clone(row.Values)
+		t.other = append(t.other, &other)
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{t.entities, t.expired, t.restoreRecords, t.restoreDuration, rows, t.watermark, corr, late, t.timersGauge, t.stateBytes, t.storeBytes, t.restoreBytes} {
@@ -323,7 +330,7 @@ func (t *Task) Process(ctx context.Context, rec *kgo.Record, out []*kgo.Record) 
 		t.fail(fmt.Errorf("state store: %w", err))
 		return out, t.broken
 	}
-	t.cur, t.curID, t.curKey, t.curTime, t.curPart, t.curOut = rec, id, rec.Key, ts, rec.Partition, out
+	t.cur, t.curID, t.curKey, t.curEnt, t.curTime, t.curPart, t.curOut = rec, id, rec.Key, key, ts, rec.Partition, out
 	clear(t.ownRow)
 	st, err = t.eng.Apply(st, Input{Time: ts, Offset: rec.Offset, Vals: t.vals, Cats: t.cats, Watermark: p.wm(t.eng)}, t.emitFn, t.late)
 	out, t.curOut = t.curOut, nil
@@ -384,20 +391,30 @@ func (t *Task) eventRows() []*schemas.FeatureRow {
 // emitRow turns an engine row into a feature row record on the current
 // record's partition. Rows of timers (no current record) carry no event id.
 func (t *Task) emitRow(r *Row) {
-	row := t.rows[r.View]
-	row.Entity, row.EventTime, row.KnownTime = string(t.curKey), r.Time, t.now().UnixMilli()
+	ofEvent := t.cur != nil && r.Offset == t.cur.Offset
+	// The event's own row: a sliding row, or a window's update row (not a
+	// correction of a later event's row after a late one).
+	own := ofEvent && r.Revises < 0 && r.Time == t.curTime
+	row := t.other[r.View]
+	if own {
+		row = t.rows[r.View]
+		t.ownRow[r.View] = true
+	}
+	row.Entity, row.EventTime, row.KnownTime = t.curEnt, r.Time, t.now().UnixMilli()
 	row.SourceTopic, row.SourcePartition, row.SourceOffset = t.cfg.Source.Topic, t.curPart, r.Offset
 	row.WindowStart, row.WindowEnd, row.RevisesOffset = r.WindowStart, r.WindowEnd, r.Revises
 	row.EventID = ""
-	if t.cur != nil && r.Offset == t.cur.Offset {
+	if ofEvent {
 		row.EventID = t.curID
-		if r.Revises < 0 && r.Time == t.curTime {
-			t.ownRow[r.View] = true // a sliding row, or a window's update row
-		}
 	}
 	for fi := range row.Values {
-		v := &r.Values[fi]
-		row.Values[fi].Value, row.Values[fi].List, row.Values[fi].Labels = v.Value, v.List, v.Labels
+		v, dst := &r.Values[fi], &row.Values[fi]
+		dst.Value = v.Value
+		if own { // the hooks read it after the engine reused its buffers
+			dst.List, dst.Labels = append(dst.List[:0], v.List...), append(dst.Labels[:0], v.Labels...)
+		} else {
+			dst.List, dst.Labels = v.List, v.Labels
+		}
 	}
 	t.buf = schemas.AppendFeatureRow(t.rowSerde.AppendHeader(t.buf[:0]), row)
 	t.curOut = append(t.curOut, t.arena.record(t.cfg.FeatureTopics[r.View], t.curPart, t.curKey, t.arena.copy(t.buf)))
@@ -528,7 +545,7 @@ func (t *Task) fireTimers(part int32, p *partition, wm int64, out []*kgo.Record)
 			p.timers.set(key, math.MaxInt64)
 			return
 		}
-		t.curKey = []byte(key)
+		t.curKey, t.curEnt = []byte(key), key
 		next, changed := t.eng.Advance(st, wm, t.emitFn)
 		if changed {
 			p.staged[key] = st

@@ -372,3 +372,70 @@ func peakRSS() string {
 	}
 	return "?"
 }
+
+// TestHooksSeeTheLateEventsOwnRow sends a late event (within the allowed
+// lateness) whose corrections of the entity's later rows are emitted after
+// its own row: the hooks must still be handed the late event's own row.
+func TestHooksSeeTheLateEventsOwnRow(t *testing.T) {
+	ctx := context.Background()
+	task, txn, src := newMemTask(t)
+	var got []*schemas.FeatureRow
+	task.hooks = []EventHook{func(_ context.Context, ev *Event, out []*kgo.Record) ([]*kgo.Record, error) {
+		for _, r := range ev.Rows {
+			if r.View == "card_activity" {
+				c := *r
+				c.Values = slices.Clone(r.Values)
+				got = append(got, &c)
+			}
+		}
+		return out, nil
+	}}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	var outs [][]*kgo.Record
+	for i, dt := range []int64{0, 20, 40, 10} { // the last is 30 s behind the newest
+		v, err := txn.Encode(&schemas.Transaction{TxnID: fmt.Sprint("t", i), CardID: "a", Amount: float64(int(1) << i), EventTime: t0 + dt*1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := task.Process(ctx, &kgo.Record{Topic: src.Topic, Key: []byte("a"), Value: v, Offset: int64(i)}, nil)
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		outs = append(outs, out)
+	}
+	if len(got) != 4 {
+		t.Fatalf("hooks saw %d card_activity rows, want 4", len(got))
+	}
+	late := got[3]
+	value := func(r *schemas.FeatureRow, name string) float64 {
+		for _, v := range r.Values {
+			if v.Name == name {
+				return v.Value
+			}
+		}
+		t.Fatalf("no feature %s", name)
+		return 0
+	}
+	// Its own row: the events at 0 s and 10 s (amounts 1 and 8).
+	if late.EventTime != t0+10_000 || late.SourceOffset != 3 || late.RevisesOffset != -1 || late.EventID != "t3" {
+		t.Fatalf("hooks saw row at %d offset %d revising %d id %s, want the late event's own", late.EventTime-t0, late.SourceOffset, late.RevisesOffset, late.EventID)
+	}
+	if c, s := value(late, "txn_count_5m"), value(late, "amount_sum_5m"); c != 2 || s != 9 {
+		t.Fatalf("late event's own row: count %v sum %v, want 2 and 9", c, s)
+	}
+	// Its output: its own row, then corrections of the rows at 20 s and 40 s.
+	var revised []int64
+	for _, r := range outs[3] {
+		if r.Topic != "f" {
+			continue
+		}
+		var row schemas.FeatureRow
+		if err := task.rowSerde.Decode(ctx, r.Value, &row); err != nil {
+			t.Fatal(err)
+		}
+		revised = append(revised, row.RevisesOffset)
+	}
+	if fmt.Sprint(revised) != "[-1 1 2]" {
+		t.Fatalf("late event's rows revise %v, want [-1 1 2]", revised)
+	}
+}

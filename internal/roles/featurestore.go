@@ -171,9 +171,16 @@ func (d *TrainingData) Load(ctx context.Context, m config.Model, since, until in
 	// Stop the spine where every view's history is complete: a label whose
 	// transaction's feature row is not materialized yet would be paired
 	// with an older row of its entity.
+	// A row may still be written, first or corrected, the source's
+	// out_of_order plus the view's lateness behind its partition's newest
+	// event.
 	src, _ := d.cfg.Source(m.Source)
 	for _, r := range reqs {
-		c, err := d.off.Complete(ctx, r.View, r.Version, d.cfg.Topics.Partitions, src.Lateness.D().Milliseconds())
+		horizon := src.OutOfOrder.D() + src.Lateness.D()
+		if v, ok := d.cfg.View(r.View); ok {
+			horizon = src.OutOfOrder.D() + v.Lateness.D()
+		}
+		c, err := d.off.Complete(ctx, r.View, r.Version, d.cfg.Topics.Partitions, horizon.Milliseconds())
 		if err != nil {
 			return nil, nil, nil, err
 		}
