@@ -122,7 +122,7 @@ func (e *Engine) applySliding(s *slideState, maxTime int64, in Input, emit func(
 	}
 	s.added = append(s.added, in.Offset)
 	if len(s.events) == 0 || in.Time >= s.events[len(s.events)-1].time {
-		s.events = push(s.events, ev)
+		s.events = append(s.events, ev)
 		p := s.end() - 1
 		for wi := range s.wins {
 			e.slideAdvance(s, wi, p)
@@ -150,13 +150,14 @@ func (e *Engine) applySliding(s *slideState, maxTime int64, in Input, emit func(
 	}
 }
 
-// push appends v to a queue whose front is dropped by re-slicing. Once the
-// capacity left behind the front runs out it reallocates with room for at
-// least eight more, so that a short queue does not reallocate at almost
-// every push; the live elements are copied, keeping it O(1) amortized.
-func push[T any](q []T, v T) []T {
+// push appends v to a deque of positions whose front is dropped by
+// re-slicing. Once the capacity left behind the front runs out it
+// reallocates with room for at least four more, so that a short deque does
+// not reallocate at almost every push; the live elements are copied,
+// keeping it O(1) amortized.
+func push(q []int64, v int64) []int64 {
 	if len(q) == cap(q) {
-		n := make([]T, len(q), max(2*len(q), 8))
+		n := make([]int64, len(q), max(2*len(q), 4))
 		copy(n, q)
 		q = n
 	}
