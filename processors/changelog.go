@@ -123,10 +123,10 @@ func (e *Engine) appendEvent(dst []byte, ev *pastEvent) []byte {
 	dst = append(dst, changelogVersion, kindEvent)
 	dst = binary.LittleEndian.AppendUint64(dst, e.fingerprint)
 	dst = binary.AppendVarint(dst, ev.time)
-	for _, v := range ev.vals {
-		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(v))
+	for i := range e.NumValues() {
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(ev.val(i)))
 	}
-	for _, c := range ev.cats {
+	for _, c := range ev.cats() {
 		dst = appendString(dst, c)
 	}
 	return dst
@@ -237,15 +237,13 @@ func (e *Engine) decodeEvent(b []byte) (pastEvent, error) {
 		return pastEvent{}, err
 	}
 	r := &reader{b: body}
-	ev := pastEvent{time: r.varint("event time"), vals: make([]float64, e.NumValues())}
-	for i := range ev.vals {
-		ev.vals[i] = r.float("event value")
+	ev := pastEvent{time: r.varint("event time")}
+	ev.makeRoom(e.NumValues(), len(e.cats))
+	for i := range e.NumValues() {
+		ev.setVal(i, r.float("event value"))
 	}
-	if len(e.cats) > 0 {
-		ev.cats = make([]string, len(e.cats))
-		for i := range ev.cats {
-			ev.cats[i] = string(r.bytes("event category"))
-		}
+	for i := range e.cats {
+		ev.x.cats[i] = string(r.bytes("event category"))
 	}
 	if r.err == nil && len(r.b) != 0 {
 		r.fail("trailing bytes")

@@ -28,8 +28,77 @@ import (
 type pastEvent struct {
 	time int64
 	off  int64 // source offset
-	vals []float64
+	// The event's values (Engine.NumValues of them): the first inline,
+	// the rest in x, so that an event of views that read one or two fields
+	// and no category is no allocation, and no object for the collector,
+	// of its own.
+	v [inlineValues]float64
+	x *eventExtra // nil when there is nothing more
+}
+
+// eventExtra holds an event's values past the inline ones and its
+// categories.
+type eventExtra struct {
+	more []float64
 	cats []string
+}
+
+// inlineValues is how many of an event's values pastEvent holds inline:
+// most views read one field, perhaps with a where-filter's flag.
+const inlineValues = 2
+
+// val is the event's value i.
+func (ev *pastEvent) val(i int) float64 {
+	if i < inlineValues {
+		return ev.v[i]
+	}
+	return ev.x.more[i-inlineValues]
+}
+
+// cats are the event's categories.
+func (ev *pastEvent) cats() []string {
+	if ev.x == nil {
+		return nil
+	}
+	return ev.x.cats
+}
+
+// set sets the event's values and categories to copies of vals and cats.
+func (ev *pastEvent) set(vals []float64, cats []string) {
+	n := copy(ev.v[:], vals)
+	ev.x = nil
+	if len(vals) > n || len(cats) > 0 {
+		ev.x = &eventExtra{}
+		if len(vals) > n {
+			ev.x.more = slices.Clone(vals[n:])
+		}
+		if len(cats) > 0 {
+			ev.x.cats = slices.Clone(cats)
+		}
+	}
+}
+
+// setVal sets value i of an event made with room for it (makeRoom).
+func (ev *pastEvent) setVal(i int, x float64) {
+	if i < inlineValues {
+		ev.v[i] = x
+		return
+	}
+	ev.x.more[i-inlineValues] = x
+}
+
+// makeRoom makes room in the event for nv values and nc categories.
+func (ev *pastEvent) makeRoom(nv, nc int) {
+	if nv <= inlineValues && nc == 0 {
+		return
+	}
+	ev.x = &eventExtra{}
+	if nv > inlineValues {
+		ev.x.more = make([]float64, nv-inlineValues)
+	}
+	if nc > 0 {
+		ev.x.cats = make([]string, nc)
+	}
 }
 
 // slideState is the sliding views' state of an entity: its events within
@@ -116,10 +185,8 @@ func (e *Engine) applySliding(s *slideState, maxTime int64, in Input, emit func(
 		s.events = s.events[drop:]
 		s.base = newBase
 	}
-	ev := pastEvent{time: in.Time, off: in.Offset, vals: slices.Clone(in.Vals)}
-	if len(in.Cats) > 0 {
-		ev.cats = slices.Clone(in.Cats)
-	}
+	ev := pastEvent{time: in.Time, off: in.Offset}
+	ev.set(in.Vals, in.Cats)
 	s.added = append(s.added, in.Offset)
 	if len(s.events) == 0 || in.Time >= s.events[len(s.events)-1].time {
 		s.events = append(s.events, ev)
@@ -222,12 +289,12 @@ func (e *Engine) slideRebuildMoments(s *slideState, wi int) {
 		a.n, a.nval, a.sum, a.mean, a.m2 = 0, 0, 0, 0, 0
 		for q := w.lo; q < w.hi; q++ {
 			ev := s.at(q)
-			if g.flag >= 0 && ev.vals[g.flag] == 0 {
+			if g.flag >= 0 && ev.val(g.flag) == 0 {
 				continue
 			}
 			a.n++
 			if g.field >= 0 {
-				a.addMoment(ev.vals[g.field])
+				a.addMoment(ev.val(g.field))
 			}
 		}
 	}
@@ -259,26 +326,26 @@ func (e *Engine) slideAdd(s *slideState, wi int, p int64) {
 	ev := s.at(p)
 	w := &s.wins[wi]
 	for j, g := range e.slide[wi].groups {
-		if g.flag >= 0 && ev.vals[g.flag] == 0 {
+		if g.flag >= 0 && ev.val(g.flag) == 0 {
 			continue
 		}
 		a := &w.acc[j]
 		if g.moments {
 			a.n++
 			if g.field >= 0 {
-				a.addMoment(ev.vals[g.field])
+				a.addMoment(ev.val(g.field))
 			}
 		}
 		if g.min {
-			x := ev.vals[g.field]
-			for len(a.mins) > 0 && s.at(a.mins[len(a.mins)-1]).vals[g.field] >= x {
+			x := ev.val(g.field)
+			for len(a.mins) > 0 && s.at(a.mins[len(a.mins)-1]).val(g.field) >= x {
 				a.mins = a.mins[:len(a.mins)-1]
 			}
 			a.mins = push(a.mins, p)
 		}
 		if g.max {
-			x := ev.vals[g.field]
-			for len(a.maxs) > 0 && s.at(a.maxs[len(a.maxs)-1]).vals[g.field] <= x {
+			x := ev.val(g.field)
+			for len(a.maxs) > 0 && s.at(a.maxs[len(a.maxs)-1]).val(g.field) <= x {
 				a.maxs = a.maxs[:len(a.maxs)-1]
 			}
 			a.maxs = push(a.maxs, p)
@@ -293,13 +360,13 @@ func (e *Engine) slideAdd(s *slideState, wi int, p int64) {
 			if a.counts == nil {
 				a.counts = new(agg.Counts)
 			}
-			a.counts.Add(ev.cats[g.cat])
+			a.counts.Add(ev.x.cats[g.cat])
 		}
 		if g.quant {
 			if a.quant == nil {
 				a.quant = newQuantiles()
 			}
-			a.quant.Add(ev.vals[g.field])
+			a.quant.Add(ev.val(g.field))
 		}
 	}
 }
@@ -309,14 +376,14 @@ func (e *Engine) slideRemove(s *slideState, wi int, p int64) {
 	ev := s.at(p)
 	w := &s.wins[wi]
 	for j, g := range e.slide[wi].groups {
-		if g.flag >= 0 && ev.vals[g.flag] == 0 {
+		if g.flag >= 0 && ev.val(g.flag) == 0 {
 			continue
 		}
 		a := &w.acc[j]
 		if g.moments {
 			a.n--
 			if g.field >= 0 {
-				a.removeMoment(ev.vals[g.field])
+				a.removeMoment(ev.val(g.field))
 			}
 		}
 		if len(a.mins) > 0 && a.mins[0] == p {
@@ -329,10 +396,10 @@ func (e *Engine) slideRemove(s *slideState, wi int, p int64) {
 			a.last = a.last[1:]
 		}
 		if g.counts {
-			a.counts.Remove(ev.cats[g.cat])
+			a.counts.Remove(ev.x.cats[g.cat])
 		}
 		if g.quant {
-			a.quant.Remove(ev.vals[g.field])
+			a.quant.Remove(ev.val(g.field))
 		}
 	}
 }
@@ -382,19 +449,19 @@ func (e *Engine) emitSliding(s *slideState, p, off, revises int64, emit func(*Ro
 				}
 			case aggMin:
 				if len(a.mins) > 0 {
-					fv.Value = s.at(a.mins[0]).vals[g.field]
+					fv.Value = s.at(a.mins[0]).val(g.field)
 				}
 			case aggMax:
 				if len(a.maxs) > 0 {
-					fv.Value = s.at(a.maxs[0]).vals[g.field]
+					fv.Value = s.at(a.maxs[0]).val(g.field)
 				}
 			case aggLast:
 				if len(a.last) > 0 {
-					fv.Value = s.at(a.last[len(a.last)-1]).vals[g.field]
+					fv.Value = s.at(a.last[len(a.last)-1]).val(g.field)
 				}
 			case aggLastN:
 				for i := len(a.last) - 1; i >= 0 && len(fv.List) < f.k; i-- {
-					fv.List = append(fv.List, s.at(a.last[i]).vals[g.field])
+					fv.List = append(fv.List, s.at(a.last[i]).val(g.field))
 				}
 				fv.Value = float64(len(fv.List))
 			case aggDistinct:

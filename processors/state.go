@@ -16,6 +16,10 @@ type entityState struct {
 	// legacy: the changelog holds this entity in a version 2 or 3 record
 	// under its plain key, to be replaced by version 4 records.
 	legacy bool
+	// size caches SizeBytes; 0: not known. The task refreshes it after
+	// each change, while the state is still in the CPU's cache: the
+	// store reads it at commit, when it no longer is.
+	size int32
 }
 
 func (s *entityState) clone() *entityState {
@@ -44,6 +48,7 @@ var errOtherDefinition = errors.New("changelog state was written for another def
 // version 3). It carries the engine's fingerprint: state written under
 // another definition of the views is refused.
 func (e *Engine) appendState(dst []byte, s *entityState) []byte {
+	nv := e.NumValues()
 	dst = append(dst, snapshotVersion)
 	dst = binary.LittleEndian.AppendUint64(dst, e.fingerprint)
 	dst = binary.AppendVarint(dst, s.maxTime)
@@ -60,10 +65,10 @@ func (e *Engine) appendState(dst []byte, s *entityState) []byte {
 			dst = binary.AppendVarint(dst, s.maxTime-ev.time)
 			dst = binary.AppendVarint(dst, ev.off-prev)
 			prev = ev.off
-			for _, v := range ev.vals {
-				dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(v))
+			for i := range nv {
+				dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(ev.val(i)))
 			}
-			for _, c := range ev.cats {
+			for _, c := range ev.cats() {
 				dst = appendString(dst, c)
 			}
 		}
@@ -231,24 +236,20 @@ func (e *Engine) decodeState(b []byte) (*entityState, error) {
 		sl := st.slide
 		ne := r.uvarint("event count", uint64(len(r.b)))
 		sl.events = make([]pastEvent, 0, ne)
-		vals := make([]float64, int(ne)*nv)
 		var off int64
-		for i := range int(ne) {
+		for range int(ne) {
 			if r.err != nil {
 				break
 			}
 			ev := pastEvent{time: st.maxTime - r.varint("event time")}
 			off += r.varint("event offset")
 			ev.off = off
-			ev.vals = vals[i*nv : (i+1)*nv : (i+1)*nv]
-			for j := range ev.vals {
-				ev.vals[j] = r.float("event value")
+			ev.makeRoom(nv, len(e.cats))
+			for j := range nv {
+				ev.setVal(j, r.float("event value"))
 			}
-			if len(e.cats) > 0 {
-				ev.cats = make([]string, len(e.cats))
-				for j := range ev.cats {
-					ev.cats[j] = string(r.bytes("event category"))
-				}
+			for j := range e.cats {
+				ev.x.cats[j] = string(r.bytes("event category"))
 			}
 			if n := len(sl.events); n > 0 && ev.time < sl.events[n-1].time {
 				r.fail("events out of time order")
@@ -347,9 +348,10 @@ func (e *Engine) decodeV2(b []byte) (*entityState, error) {
 		if r.err != nil {
 			break
 		}
-		ev := pastEvent{time: st.maxTime - r.varint("event time"), off: -1<<40 + int64(len(st.slide.events)), vals: make([]float64, nv)}
-		for j := range ev.vals {
-			ev.vals[j] = r.float("event value")
+		ev := pastEvent{time: st.maxTime - r.varint("event time"), off: -1<<40 + int64(len(st.slide.events))}
+		ev.makeRoom(nv, 0)
+		for j := range nv {
+			ev.setVal(j, r.float("event value"))
 		}
 		st.slide.events = append(st.slide.events, ev)
 	}

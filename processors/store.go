@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -23,14 +24,30 @@ type stateCodec struct{ e *Engine }
 func (c stateCodec) Append(dst []byte, s *entityState) []byte { return c.e.appendState(dst, s) }
 func (c stateCodec) Decode(b []byte) (*entityState, error)    { return c.e.decodeState(b) }
 
-// SizeBytes estimates the heap the state holds (statestore.Sizer).
+// SizeBytes estimates the heap the state holds (statestore.Sizer): the
+// cached size, if known.
 func (s *entityState) SizeBytes() int {
+	if s.size > 0 {
+		return int(s.size)
+	}
+	return s.measure()
+}
+
+// sized refreshes the cached size.
+func (s *entityState) sized() {
+	s.size = int32(min(s.measure(), math.MaxInt32))
+}
+
+// measure estimates the heap the state holds, in O(windows).
+func (s *entityState) measure() int {
 	n := 64
 	if sl := s.slide; sl != nil {
-		n += 96 + cap(sl.events)*64
+		n += 96 + cap(sl.events)*int(unsafe.Sizeof(pastEvent{}))
 		if len(sl.events) > 0 { // every event has as many values and categories
 			ev := &sl.events[0]
-			n += len(sl.events) * (16 + 8*len(ev.vals) + 32*len(ev.cats))
+			if x := ev.x; x != nil {
+				n += len(sl.events) * (48 + 8*len(x.more) + 32*len(x.cats))
+			}
 		}
 		for _, w := range sl.wins {
 			n += 40 + len(w.acc)*128

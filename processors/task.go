@@ -345,6 +345,7 @@ func (t *Task) Process(ctx context.Context, rec *kgo.Record, out []*kgo.Record) 
 			t.lateSkipped[vi].Inc()
 		}
 	}
+	st.sized()
 	p.staged[key] = st
 	p.stagedWM = max(p.stagedWM, ts)
 	p.lastEvent = time.Now()
@@ -548,6 +549,7 @@ func (t *Task) fireTimers(part int32, p *partition, wm int64, out []*kgo.Record)
 		t.curKey, t.curEnt = []byte(key), key
 		next, changed := t.eng.Advance(st, wm, t.emitFn)
 		if changed {
+			st.sized()
 			p.staged[key] = st
 		}
 		p.timers.set(key, next)

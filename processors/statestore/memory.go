@@ -16,7 +16,7 @@ const bucketShift = 20
 // bucket, at position pos, so moving it to a newer bucket is O(1).
 type memory[S any] struct {
 	m       map[string]*memEntry[S]
-	buckets map[int64]*bucket // by time >> bucketShift
+	buckets map[int64]*bucket[S] // by time >> bucketShift
 	order   []int64           // bucket ids ascending; may hold empty buckets until Expired passes them
 
 	perEntry int64        // estimated heap per entity besides its key and state
@@ -28,19 +28,23 @@ type memory[S any] struct {
 // memEntry is an entity's entry, updated in place: an update of an entity
 // whose time stays in its bucket costs one map lookup.
 type memEntry[S any] struct {
+	key   string
 	state S
 	time  int64
-	b     *bucket // the bucket of time
-	size  int32   // the state's SizeBytes when Put, if it is a Sizer
-	pos   int32   // index in b
+	b     *bucket[S] // the bucket of time
+	size  int32      // the state's SizeBytes when Put, if it is a Sizer
+	pos   int32      // index in b
 }
 
-type bucket struct {
-	slots []slot
+// bucket holds the entries whose times share a bucket id. An entity moved
+// out of a bucket is replaced by the bucket's last, whose entry the slot
+// points at, so a move costs no map lookup.
+type bucket[S any] struct {
+	slots []slot[S]
 }
 
-type slot struct {
-	key  string
+type slot[S any] struct {
+	e    *memEntry[S]
 	time int64
 }
 
@@ -49,13 +53,13 @@ var _ Store[int] = (*memory[int])(nil)
 // NewMemory returns an empty in-memory store. It keeps states as given,
 // without encoding them.
 func NewMemory[S any]() Store[S] {
-	s := &memory[S]{m: map[string]*memEntry[S]{}, buckets: map[int64]*bucket{}}
+	s := &memory[S]{m: map[string]*memEntry[S]{}, buckets: map[int64]*bucket[S]{}}
 	_, s.sizer = any(*new(S)).(Sizer)
 	// A map slot (key header and entry pointer) in a table half full on
 	// average (Go's maps double at 7/8), the entry, a bucket slot with
 	// slack for growth, and the key's allocation rounding.
 	slotBytes := int64(unsafe.Sizeof("")) + int64(unsafe.Sizeof((*memEntry[S])(nil)))
-	s.perEntry = slotBytes*2 + int64(unsafe.Sizeof(memEntry[S]{})) + int64(unsafe.Sizeof(slot{}))*3/2 + 8
+	s.perEntry = slotBytes*2 + int64(unsafe.Sizeof(memEntry[S]{})) + int64(unsafe.Sizeof(slot[S]{}))*3/2 + 8
 	return s
 }
 
@@ -88,8 +92,8 @@ func (s *memory[S]) Apply(puts []Put[S]) error {
 		}
 		switch {
 		case e == nil:
-			e = &memEntry[S]{time: p.Time}
-			s.index(p.Key, e)
+			e = &memEntry[S]{key: p.Key, time: p.Time}
+			s.index(e)
 			s.m[p.Key] = e
 			dn++
 		case e.time>>bucketShift == p.Time>>bucketShift:
@@ -98,7 +102,7 @@ func (s *memory[S]) Apply(puts []Put[S]) error {
 		default:
 			s.unindex(e)
 			e.time = p.Time
-			s.index(p.Key, e)
+			s.index(e)
 		}
 		e.state, e.size = p.State, 0
 		if s.sizer {
@@ -111,17 +115,17 @@ func (s *memory[S]) Apply(puts []Put[S]) error {
 	return nil
 }
 
-// index adds e, under key, to the bucket of its time.
-func (s *memory[S]) index(key string, e *memEntry[S]) {
+// index adds e to the bucket of its time.
+func (s *memory[S]) index(e *memEntry[S]) {
 	id := e.time >> bucketShift
 	b := s.buckets[id]
 	if b == nil {
-		b = &bucket{}
+		b = &bucket[S]{}
 		s.buckets[id] = b
 		i, _ := slices.BinarySearch(s.order, id)
 		s.order = slices.Insert(s.order, i, id)
 	}
-	b.slots = append(b.slots, slot{key: key, time: e.time})
+	b.slots = append(b.slots, slot[S]{e: e, time: e.time})
 	e.b, e.pos = b, int32(len(b.slots)-1)
 }
 
@@ -133,14 +137,14 @@ func (s *memory[S]) unindex(e *memEntry[S]) {
 	if e.pos != last {
 		moved := b.slots[last]
 		b.slots[e.pos] = moved
-		s.m[moved.key].pos = e.pos
+		moved.e.pos = e.pos
 	}
 	e.b = nil
 	if last == 0 {
 		b.slots = nil // an empty bucket gives its memory back
 		return
 	}
-	b.slots[last] = slot{}
+	b.slots[last] = slot[S]{}
 	b.slots = b.slots[:last]
 }
 
@@ -173,7 +177,7 @@ func (s *memory[S]) Expired(horizon int64, fn func(key string) bool) error {
 			continue
 		}
 		for _, sl := range b.slots {
-			if (id < hb || sl.time < horizon) && !fn(sl.key) {
+			if (id < hb || sl.time < horizon) && !fn(sl.e.key) {
 				return nil
 			}
 		}
