@@ -17,7 +17,7 @@ const bucketShift = 20
 type memory[S any] struct {
 	m       map[string]*memEntry[S]
 	buckets map[int64]*bucket[S] // by time >> bucketShift
-	order   []int64           // bucket ids ascending; may hold empty buckets until Expired passes them
+	order   []int64              // bucket ids ascending; may hold empty buckets until Expired passes them
 
 	perEntry int64        // estimated heap per entity besides its key and state
 	sizer    bool         // S implements Sizer
