@@ -303,9 +303,14 @@ type RetrainPolicy struct {
 	LabelTimeout Duration `yaml:"label_timeout"`
 }
 
-// Serve is the HTTP listener for /metrics and /healthz.
+// Serve is the HTTP listener for /metrics, /healthz and the feature serving
+// API (/v1/features).
 type Serve struct {
 	Addr string `yaml:"addr"` // default 127.0.0.1:9464
+	// Token, when set, is the bearer token feature requests must carry
+	// (/metrics and /healthz stay open). WEIR_SERVE_TOKEN overrides it;
+	// prefer the variable to writing the token into the file.
+	Token Secret `yaml:"token"`
 }
 
 // Duration is a time.Duration written as "5m" in YAML.
@@ -408,6 +413,9 @@ func (c *Config) applyEnv(getenv func(string) string) {
 	}
 	if v := getenv("WEIR_CLICKHOUSE_PASSWORD"); v != "" {
 		c.ClickHouse.Password = Secret(v)
+	}
+	if v := getenv("WEIR_SERVE_TOKEN"); v != "" {
+		c.Serve.Token = Secret(v)
 	}
 	if v := getenv("WEIR_DATA"); v != "" && c.DataDir == "" {
 		c.DataDir = v

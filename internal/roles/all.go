@@ -162,14 +162,19 @@ func RunAll(ctx context.Context, runners []Runner) error {
 	return p.Wait()
 }
 
-// Serve serves /metrics (this process's metrics) and /healthz on
-// cfg.Serve.Addr until ctx is done.
+// Serve serves /metrics (this process's metrics), /healthz and the feature
+// serving API (ServingPath, serving.go) on cfg.Serve.Addr until ctx is done.
 func (e *Env) Serve(ctx context.Context) error {
 	_ = e.Metrics.Register(collectors.NewGoCollector())
 	_ = e.Metrics.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(e.Metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	closeServing, err := e.mountServing(ctx, mux)
+	if err != nil {
+		return err
+	}
+	defer closeServing()
 	l, err := net.Listen("tcp", e.Cfg.Serve.Addr)
 	if err != nil {
 		return fmt.Errorf("serve.addr %s: %w", e.Cfg.Serve.Addr, err)
