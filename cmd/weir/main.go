@@ -34,6 +34,8 @@ var commands = map[string]command{
 	"models":   {"show the model registry: weir models list", cmdModels},
 	"doctor":   {"check that Kafka, the registry, Redis and ClickHouse answer", cmdDoctor},
 	"registry": {"serve a persisted Confluent-compatible schema registry", cmdRegistry},
+
+	"training-set": {"point-in-time training set of a spine (CSV, Parquet, ClickHouse) to Parquet, CSV or ClickHouse", cmdTrainingSet},
 }
 
 func main() {

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"strings"
+	"time"
 )
 
 // ViewRequest names the features of one view version a training set joins.
@@ -15,6 +15,9 @@ type ViewRequest struct {
 	Version string
 	// Features default to all of the view's features, in view order.
 	Features []string
+	// Delay is the view's availability delay: a feature row is usable by
+	// spine rows at or after its event time plus Delay (default 0).
+	Delay time.Duration
 }
 
 // TrainingSetSpec says which labelled events a training set is built from
@@ -67,15 +70,20 @@ type DescribedView struct {
 	Version  string   `json:"version"`
 	Table    string   `json:"table"`
 	TTLMs    int64    `json:"ttl_ms"`
+	DelayMs  int64    `json:"delay_ms,omitempty"`
 	Features []string `json:"features"`
 }
 
 // joinRule is the point-in-time rule, in words, for the description.
-const joinRule = "for each spine row (labels.card_id = entity, spine event_time_ms t) and each view: " +
-	"the feature row of that entity with the greatest (event_time_ms, source_partition, revised offset, source_offset, window_start_ms), " +
+const joinRule = "for each spine row (labels.card_id = entity, spine event_time_ms t) and each view: " + JoinRule
+
+// JoinRule is the point-in-time rule of Join.Lookup and TrainingSet, in
+// words, for descriptions.
+const JoinRule = "the feature row of that entity with the greatest (event_time_ms, source_partition, revised offset, source_offset, window_start_ms), " +
 	"the revised offset being revises_offset for a correction and source_offset for a first version, " +
-	"such that event_time_ms <= t and t - event_time_ms <= ttl_ms (and known_time_ms <= known_at when set): " +
-	"a correction replaces the version it revises; NaN when there is none"
+	"such that event_time_ms <= t - delay_ms and t - event_time_ms <= ttl_ms, among the rows the cut-off keeps " +
+	"(known_time_ms <= known_at; source_offset < the offset vector's entry for the row's source topic and partition): " +
+	"a correction replaces the version it revises; missing (NaN, or null) when there is none"
 
 // spineRow is one labelled transaction.
 type spineRow struct {
@@ -89,53 +97,32 @@ type spineRow struct {
 // labels table in [spec.Since, spec.Until), and for each spine row and
 // requested view the features come from the entity's newest feature row (by
 // featurestore.Compare, so the newest version of the newest row) whose event
-// time is at or before the spine row's and within the view's TTL of it. With
-// KnownAt, only rows known by then count: a correction emitted later is not
-// seen, and the version it replaced is.
+// time is at or before the spine row's (less the view's Delay) and within
+// the view's TTL of it. With KnownAt, only rows known by then count: a
+// correction emitted later is not seen, and the version it replaced is.
 //
-// ClickHouse 18.16 has no ASOF JOIN, so the join is a sorted merge here:
-// the spine is read deduplicated and sorted by (entity, event time), each
-// view's rows are streamed deduplicated and sorted by entity and then
-// oldest first by featurestore.Compare, and one pass over both picks each
-// spine row's feature row: the last one at or before it. Memory is the result plus one feature row per view. Views are joined
-// on their entity equal to the label's card_id.
+// ClickHouse 18.16 has no ASOF JOIN, so the join is a sorted merge here
+// (Join's): the spine is read deduplicated and sorted by (entity, event
+// time), each view's rows are streamed deduplicated and sorted by entity and
+// then oldest first by featurestore.Compare, and one pass over both picks
+// each spine row's feature row: the last one at or before it. Memory is the
+// result plus two feature rows per view. Views are joined on their entity
+// equal to the label's card_id.
 func (s *Store) TrainingSet(ctx context.Context, spec TrainingSetSpec) (*TrainingSet, error) {
-	type joined struct {
-		v        *view
-		features []string
-		cols     []int // positions in v.features
-	}
-	var js []joined
+	var js []joinView
 	desc := Description{SpineTable: s.db + "." + LabelsTable, Since: spec.Since, Until: spec.Until, KnownAt: spec.KnownAt, Join: joinRule}
 	width := 0
 	for _, r := range spec.Views {
-		version := r.Version
-		if version == "" {
-			for k := range s.views {
-				if k.name == r.View {
-					version = k.version
-				}
-			}
-		}
-		v, err := s.view(r.View, version)
+		jv, err := s.joinView(r)
 		if err != nil {
 			return nil, fmt.Errorf("offline: training set: %w", err)
 		}
-		j := joined{v: v, features: r.Features}
-		if len(j.features) == 0 {
-			j.features = v.features
+		for _, f := range jv.features {
+			desc.Features = append(desc.Features, jv.v.name+"."+f)
 		}
-		for _, f := range j.features {
-			c, ok := v.index[f]
-			if !ok {
-				return nil, fmt.Errorf("offline: training set: view %s has no feature %q (has %v)", v.name, f, v.features)
-			}
-			j.cols = append(j.cols, c)
-			desc.Features = append(desc.Features, v.name+"."+f)
-		}
-		width += len(j.features)
-		js = append(js, j)
-		desc.Views = append(desc.Views, DescribedView{View: v.name, Version: v.version, Table: strings.ReplaceAll(v.table, "`", ""), TTLMs: v.ttlMs, Features: j.features})
+		width += len(jv.features)
+		js = append(js, jv)
+		desc.Views = append(desc.Views, jv.describe())
 	}
 
 	spineWhere := "event_time_ms >= " + itoa(spec.Since)
@@ -162,48 +149,59 @@ func (s *Store) TrainingSet(ctx context.Context, spec TrainingSetSpec) (*Trainin
 		IDs:        make([]string, len(spine)),
 	}
 	flat := make([]float64, len(spine)*width)
+	keys := make([]Key, len(spine))
 	for i, r := range spine {
 		ts.X[i] = flat[i*width : (i+1)*width : (i+1)*width]
 		ts.Y[i], ts.EventTimes[i], ts.Entities[i], ts.IDs[i] = r.fraud, r.et, r.entity, r.id
+		keys[i] = Key{Entity: r.entity, T: r.et, Row: i}
 		if r.fraud {
 			desc.Positives++
 		}
 	}
 
+	cut := Cutoff{KnownAt: spec.KnownAt}
+	found := make([]bool, len(spine))
 	off := 0
-	for _, j := range js {
-		v := j.v
-		cols := make([]string, len(j.cols))
-		for k, c := range j.cols {
-			cols[k] = "any(" + quote(v.features[c]) + ")"
-		}
-		where := "event_time_ms >= " + itoa(satSub(spec.Since, v.ttlMs))
+	for _, jv := range js {
+		lo, hi := satSub(spec.Since, jv.ttlMs()), int64(math.MaxInt64)
 		if spec.Until != 0 {
-			where += " AND event_time_ms < " + itoa(spec.Until)
+			hi = satSub(spec.Until-1, jv.delayMs)
 		}
-		if spec.KnownAt != 0 {
-			where += " AND known_time_ms <= " + itoa(spec.KnownAt)
-		}
-		where += " AND entity IN (SELECT card_id FROM " + labels + " WHERE " + spineWhere + ")"
-		sel := "entity, event_time_ms, source_partition, source_offset"
-		if len(cols) > 0 {
-			sel += ", " + strings.Join(cols, ", ")
-		}
-		// GROUP BY the sorting key drops duplicates; the order puts every
-		// entity's rows oldest first, so the last at or before a spine row
-		// is its newest version.
-		q := "SELECT " + sel + " FROM " + v.table + " WHERE " + where +
-			" GROUP BY " + sortingKey +
-			" ORDER BY entity, event_time_ms, source_partition, " + revised + ", source_offset, window_start_ms"
+		q := jv.query("entity IN (SELECT card_id FROM "+labels+" WHERE "+spineWhere+")", itoa(lo), itoa(hi), "", cut)
 		desc.SQL = append(desc.SQL, q)
-		if err := s.mergeView(ctx, q, v, len(cols), spine, ts.X, off); err != nil {
+		cols := make([][]float64, len(jv.cols))
+		for k := range cols {
+			cols[k] = make([]float64, len(spine))
+		}
+		if err := s.mergeQuery(ctx, q, &jv, keys, cols, found); err != nil {
 			return nil, err
+		}
+		for i := range spine {
+			for k := range cols {
+				v := math.NaN()
+				if found[i] {
+					v = cols[k][i]
+				}
+				ts.X[i][off+k] = v
+			}
 		}
 		off += len(cols)
 	}
 	desc.Rows = len(spine)
 	ts.Description = desc
 	return ts, nil
+}
+
+func (s *Store) mergeQuery(ctx context.Context, q string, jv *joinView, keys []Key, cols [][]float64, found []bool) error {
+	rows, err := s.conn.Query(ctx, q)
+	if err != nil {
+		return fmt.Errorf("offline: training set: read %s: %w", jv.v.table, err)
+	}
+	defer rows.Close()
+	if err := merge(rows, keys, jv.delayMs, jv.ttlMs(), cols, found); err != nil {
+		return fmt.Errorf("offline: training set: read %s: %w", jv.v.table, err)
+	}
+	return nil
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
@@ -239,75 +237,4 @@ func (s *Store) readSpine(ctx context.Context, q string) ([]spineRow, error) {
 		return nil, fmt.Errorf("offline: training set: read spine: %w", err)
 	}
 	return out, nil
-}
-
-// featRow is one feature row streamed from a view's table.
-type featRow struct {
-	entity    string
-	et        int64
-	part      int32
-	off       int64
-	values    []float64
-	dest      []any
-	populated bool
-}
-
-func newFeatRow(n int) *featRow {
-	r := &featRow{values: make([]float64, n)}
-	r.dest = []any{&r.entity, &r.et, &r.part, &r.off}
-	for i := range r.values {
-		r.dest = append(r.dest, &r.values[i])
-	}
-	return r
-}
-
-// mergeView streams q's rows, sorted like the spine, and writes each spine
-// row's point-in-time feature values into x[i][off:off+n].
-func (s *Store) mergeView(ctx context.Context, q string, v *view, n int, spine []spineRow, x [][]float64, off int) error {
-	rows, err := s.conn.Query(ctx, q)
-	if err != nil {
-		return fmt.Errorf("offline: training set: read %s: %w", v.table, err)
-	}
-	defer rows.Close()
-	// cur is the last row consumed: the greatest row not after the current
-	// spine row. next is the row read ahead.
-	cur, next := newFeatRow(n), newFeatRow(n)
-	advance := func() (bool, error) {
-		if !rows.Next() {
-			return false, rows.Err()
-		}
-		prevEntity, prevET := next.entity, next.et
-		wasPopulated := next.populated
-		if cur.populated {
-			prevEntity, prevET, wasPopulated = cur.entity, cur.et, true
-		}
-		if err := rows.Scan(next.dest...); err != nil {
-			return false, err
-		}
-		next.populated = true
-		if wasPopulated && (prevEntity > next.entity || prevEntity == next.entity && prevET > next.et) {
-			return false, fmt.Errorf("rows not in (entity, event time) order at %q %d", next.entity, next.et)
-		}
-		return true, nil
-	}
-	ok, err := advance()
-	for i := range spine {
-		sp := &spine[i]
-		for ok && err == nil && (next.entity < sp.entity || next.entity == sp.entity && next.et <= sp.et) {
-			cur, next = next, cur
-			ok, err = advance()
-		}
-		if err != nil {
-			return fmt.Errorf("offline: training set: read %s: %w", v.table, err)
-		}
-		dst := x[i][off : off+n]
-		if cur.populated && cur.entity == sp.entity && sp.et-cur.et <= v.ttlMs {
-			copy(dst, cur.values)
-		} else {
-			for k := range dst {
-				dst[k] = math.NaN()
-			}
-		}
-	}
-	return nil
 }
