@@ -128,9 +128,9 @@ func jsonError(err error) *Error {
 
 // column is one resolved feature of a request.
 type column struct {
-	view    int // index in plan.views
-	feature string
-	ref     string
+	view int // index in plan.views
+	slot int // index in plan.need[view]
+	ref  string
 }
 
 // plan is a request resolved against the catalog.
@@ -138,6 +138,22 @@ type plan struct {
 	entity string
 	views  []*view
 	cols   []column
+	// need lists the distinct features read from each view, slots the
+	// position of each of the view's features in need (-1: not read).
+	need  [][]string
+	slots [][]int
+}
+
+// add appends a column for feature k of plan view vi.
+func (p *plan) add(vi, k int) {
+	v := p.views[vi]
+	slot := p.slots[vi][k]
+	if slot < 0 {
+		slot = len(p.need[vi])
+		p.slots[vi][k] = slot
+		p.need[vi] = append(p.need[vi], v.features[k])
+	}
+	p.cols = append(p.cols, column{view: vi, slot: slot, ref: v.refs[k]})
 }
 
 // plan resolves a request's features and checks its limits.
@@ -183,13 +199,19 @@ func (h *Handler) plan(req *request) (*plan, *Error) {
 			vi = len(p.views)
 			p.views = append(p.views, v)
 			first = append(first, i)
+			slots := make([]int, len(v.features))
+			for k := range slots {
+				slots[k] = -1
+			}
+			p.slots = append(p.slots, slots)
+			p.need = append(p.need, make([]string, 0, len(v.features)))
 		}
 		if feature != "" {
-			p.cols = append(p.cols, column{view: vi, feature: feature, ref: v.refs[v.index[feature]]})
+			p.add(vi, v.index[feature])
 			continue
 		}
-		for k, f := range v.features {
-			p.cols = append(p.cols, column{view: vi, feature: f, ref: v.refs[k]})
+		for k := range v.features {
+			p.add(vi, k)
 		}
 	}
 	if n := len(req.Entities) * len(p.cols); n > h.opts.MaxValues {

@@ -7,7 +7,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/weirhq/weir/featurestore"
+	"github.com/weirhq/weir/featurestore/online"
 )
 
 // Status of one value in a response.
@@ -31,9 +31,9 @@ type cell struct {
 	hasTimes bool
 }
 
-// appendResponse writes the JSON answer: rows[e*len(p.views)+v] is entity
-// e's row of p.views[v] when found.
-func (h *Handler) appendResponse(dst []byte, entities []string, p *plan, rows []featurestore.Row, found []bool, now time.Time) []byte {
+// appendResponse writes the JSON answer: feats[e*len(p.views)+v] is entity
+// e's read of p.views[v].
+func (h *Handler) appendResponse(dst []byte, entities []string, p *plan, feats []online.Features, now time.Time) []byte {
 	nowMs := now.UnixMilli()
 	dst = append(dst, `{"now_ms":`...)
 	dst = strconv.AppendInt(dst, nowMs, 10)
@@ -52,12 +52,11 @@ func (h *Handler) appendResponse(dst []byte, entities []string, p *plan, rows []
 	nv := len(p.views)
 	for ei, e := range entities {
 		for ci, c := range p.cols {
-			k := ei*nv + c.view
+			f := &feats[ei*nv+c.view]
 			cl := cell{status: statusMissing}
-			if found[k] {
-				r := &rows[k]
-				if x, ok := r.Values[c.feature]; ok {
-					cl = cell{status: statusPresent, value: x, et: r.EventTime, age: nowMs - r.EventTime, hasTimes: true}
+			if f.Found {
+				if f.Has[c.slot] {
+					cl = cell{status: statusPresent, value: f.Values[c.slot], et: f.EventTime, age: nowMs - f.EventTime, hasTimes: true}
 					if ttl := p.views[c.view].ttlMs; ttl > 0 && cl.age > ttl {
 						cl.status = statusExpired
 					}

@@ -76,22 +76,22 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/weirhq/weir/featurestore"
 	"github.com/weirhq/weir/featurestore/online"
 	"github.com/weirhq/weir/internal/config"
 )
 
-// Reader is what the handler reads rows from: online.Store's GetMany, one
-// pipelined round trip for all keys (rows[i] is keys[i]'s row when
-// found[i]).
+// Reader is what the handler reads from: online.Store's GetFeatures, the
+// event time and the named features of every lookup in one pipelined round
+// trip (out[i] answers lookups[i]).
 type Reader interface {
-	GetMany(ctx context.Context, keys []online.Key) (rows []featurestore.Row, found []bool, err error)
+	GetFeatures(ctx context.Context, lookups []online.Lookup) ([]online.Features, error)
 }
 
 var _ Reader = (*online.Store)(nil)
@@ -214,7 +214,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write(out)
 		h.m.request(err.Code, time.Since(start))
 	} else {
+		// A length up front: one write, no chunked encoding for big answers.
 		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(out)))
 		_, _ = w.Write(out)
 		h.m.request("ok", time.Since(start))
 	}
@@ -247,25 +249,25 @@ func (h *Handler) serve(r *http.Request, dst []byte) ([]byte, *Error) {
 	if rerr != nil {
 		return nil, rerr
 	}
-	keys := make([]online.Key, 0, len(req.Entities)*len(p.views))
+	lookups := make([]online.Lookup, 0, len(req.Entities)*len(p.views))
 	for _, e := range req.Entities {
-		for _, v := range p.views {
-			keys = append(keys, online.Key{View: v.name, Version: v.version, Entity: e})
+		for i, v := range p.views {
+			lookups = append(lookups, online.Lookup{Key: online.Key{View: v.name, Version: v.version, Entity: e}, Features: p.need[i]})
 		}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.opts.Timeout)
 	defer cancel()
 	t := time.Now()
-	rows, found, err := h.store.GetMany(ctx, keys)
+	feats, err := h.store.GetFeatures(ctx, lookups)
 	h.m.redis.Observe(time.Since(t).Seconds())
 	if err != nil {
 		if r.Context().Err() != nil {
 			return nil, &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "request canceled"}
 		}
-		h.log.Warn("serve: read online store", "keys", len(keys), "err", err)
+		h.log.Warn("serve: read online store", "keys", len(lookups), "err", err)
 		return nil, &Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "online store read failed: " + err.Error()}
 	}
-	return h.appendResponse(dst, req.Entities, p, rows, found, h.opts.Now()), nil
+	return h.appendResponse(dst, req.Entities, p, feats, h.opts.Now()), nil
 }
 
 // authorized reports whether the Authorization header carries the token.

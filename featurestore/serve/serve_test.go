@@ -48,19 +48,27 @@ type fakeStore struct {
 	keys  int
 }
 
-func (f *fakeStore) GetMany(_ context.Context, keys []online.Key) ([]featurestore.Row, []bool, error) {
+func (f *fakeStore) GetFeatures(_ context.Context, lookups []online.Lookup) ([]online.Features, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
-	f.keys += len(keys)
+	f.keys += len(lookups)
 	if f.err != nil {
-		return nil, nil, f.err
+		return nil, f.err
 	}
-	rows, found := make([]featurestore.Row, len(keys)), make([]bool, len(keys))
-	for i, k := range keys {
-		rows[i], found[i] = f.rows[k]
+	out := make([]online.Features, len(lookups))
+	for i, l := range lookups {
+		out[i] = online.Features{Values: make([]float64, len(l.Features)), Has: make([]bool, len(l.Features))}
+		r, ok := f.rows[l.Key]
+		if !ok {
+			continue
+		}
+		out[i].Found, out[i].EventTime = true, r.EventTime
+		for j, name := range l.Features {
+			out[i].Values[j], out[i].Has[j] = r.Values[name]
+		}
 	}
-	return rows, found, nil
+	return out, nil
 }
 
 func newStore() *fakeStore {
