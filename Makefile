@@ -15,7 +15,7 @@ STATICCHECK := bin/staticcheck-$(STATICCHECK_VERSION)
 # Extra flags for `weir dev` under make demo, e.g. DEMO_ARGS='--records 1000'.
 DEMO_ARGS ?=
 
-.PHONY: setup build demo test test-short soak lint bench bench-processors bench-processors-demo clean stop
+.PHONY: setup build demo test test-short soak lint bench bench-processors bench-processors-demo bench-featurestore clean stop
 
 ## setup: install and start Redis, ClickHouse, Kafka and the Python venv; write $(DATA)/env
 setup:
@@ -57,6 +57,13 @@ bench-processors: setup
 bench-processors-demo: setup
 	@echo "==> . $(DATA)/env && go run ./bench/processors -workload demo -guarantees exactly_once -profile '' -latency 0 $(BENCH_ARGS)"
 	@. $(DATA)/env && go run ./bench/processors -workload demo -guarantees exactly_once -profile '' -latency 0 $(BENCH_ARGS)
+
+## bench-featurestore: online serving on loopback, Weir's HTTP API and Go client vs Feast's feature server (own venv under $(DATA)/feast-venv), same Redis, same data, batches of 1, 10 and 100 entities (docs/benchmarks.md)
+bench-featurestore: setup
+	@echo "==> bash bench/featurestore/feast/venv.sh"
+	@bash bench/featurestore/feast/venv.sh
+	@echo "==> . $(DATA)/env && go run ./bench/featurestore $(BENCH_ARGS)"
+	@. $(DATA)/env && go run ./bench/featurestore $(BENCH_ARGS)
 
 ## lint: gofmt, go vet and staticcheck
 lint: $(STATICCHECK)
