@@ -1,12 +1,22 @@
-// Package model holds the model formats Weir scores in pure Go. Today that
-// is the logistic-regression artifact, format "logreg-json": a JSON document
-// carrying everything needed to turn a raw feature vector into a
-// probability, so that a scorer needs nothing but the artifact.
+// Package model holds the model formats Weir scores in pure Go, each behind
+// the [Model] interface and loaded by [Load] from the format named in the
+// registry record:
+//
+//   - "logreg-json" ([LogReg]): Weir's logistic-regression artifact, a JSON
+//     document carrying everything needed to turn a raw feature vector
+//     into a probability, so that a scorer needs nothing but the artifact.
+//   - "xgboost-json" ([ParseXGBoostJSON]): XGBoost's own JSON model file,
+//     evaluated as XGBoost does to the float32 bit (golden vectors from
+//     XGBoost itself in testdata/).
+//
+// Tree models compile into an [Ensemble]: one flat node array evaluated
+// without allocation.
 //
 // An artifact is immutable once published: the model registry records its
 // SHA-256 (see [SHA256]) and refuses to load bytes that do not match.
 //
-// Scoring a vector x of raw feature values (in Features order):
+// Scoring a vector x of raw feature values with a LogReg (in Features
+// order):
 //
 //	t_i = log1p(max(x_i, 0))  if Transforms[i] == "log1p"
 //	t_i = x_i                 if Transforms[i] == ""
