@@ -103,7 +103,7 @@ type spineRow struct {
 //
 // ClickHouse 18.16 has no ASOF JOIN, so the join is a sorted merge here
 // (Join's): the spine is read deduplicated and sorted by (entity, event
-// time), each view's rows are streamed deduplicated and sorted by entity and
+// time), each view's rows are streamed sorted by entity and
 // then oldest first by featurestore.Compare, and one pass over both picks
 // each spine row's feature row: the last one at or before it. Memory is the
 // result plus two feature rows per view. Views are joined on their entity

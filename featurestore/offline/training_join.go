@@ -239,23 +239,27 @@ const keysFilter = "entity IN (SELECT entity FROM " + KeysTable + ")"
 
 // query is the SQL of one view's rows for a merge: rows whose entity
 // passes filter, with event time in [lo, hi] (SQL expressions) and
-// passing the cut-off, deduplicated (GROUP BY the sorting key: duplicates
-// agree on every column) and in merge order: by entity, then oldest first
-// by featurestore.Compare (the partition, constant per entity, after the
+// passing the cut-off, in merge order: by entity, then oldest first by
+// featurestore.Compare (the partition, constant per entity, after the
 // event time), so the last row at or before a spine row is its newest
 // version. partition, when not empty, is a condition on event_time (the
 // partition key) that lets ClickHouse skip months.
+//
+// Duplicates (retried inserts) are not removed: they agree on every
+// column, so they sort next to each other, and the merge, which takes the
+// last row at or before a time, gives the same result with or without
+// them. A GROUP BY on the sorting key would remove them at 2.5 times the
+// query's cost (1.26M rows on 18.16: 2.1 s against 0.83 s).
 func (jv *joinView) query(filter, lo, hi, partition string, cut Cutoff) string {
 	var b strings.Builder
 	b.WriteString("SELECT entity, event_time_ms")
 	for _, c := range jv.cols {
-		b.WriteString(", any(" + quote(jv.v.features[c]) + ")")
+		b.WriteString(", " + quote(jv.v.features[c]))
 	}
 	b.WriteString(" FROM " + jv.v.table + " WHERE " + filter)
 	b.WriteString(partition)
 	b.WriteString(" AND event_time_ms >= " + lo + " AND event_time_ms <= " + hi)
 	b.WriteString(cut.where())
-	b.WriteString(" GROUP BY " + sortingKey)
 	b.WriteString(" ORDER BY entity, event_time_ms, source_partition, " + revised + ", source_offset, window_start_ms")
 	return b.String()
 }

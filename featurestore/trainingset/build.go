@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync/atomic"
 
 	"github.com/sourcegraph/conc/pool"
 
@@ -95,13 +96,10 @@ func Build(ctx context.Context, store *offline.Store, spec Spec, w Writer) (_ *D
 		taken[c.Name] = true
 	}
 	views := join.Views()
-	// Views sharing an entity column share their sorted keys.
-	type keyGroup struct {
-		col  int // spine column
-		keys []offline.Key
-	}
-	var groups []*keyGroup
-	viewGroup := make([]*keyGroup, len(views))
+	// Views sharing an entity column share their sorted keys: groups are
+	// the distinct entity columns, viewGroup each view's.
+	var groups []int
+	viewGroup := make([]int, len(views))
 	seenView := map[string]bool{}
 	for i, v := range views {
 		if seenView[v.View] {
@@ -127,14 +125,10 @@ func Build(ctx context.Context, store *offline.Store, spec Spec, w Writer) (_ *D
 		}
 		d.Views = append(d.Views, vd)
 		d.SQL = append(d.SQL, join.SQL(i))
-		for _, g := range groups {
-			if g.col == ec {
-				viewGroup[i] = g
-			}
-		}
-		if viewGroup[i] == nil {
-			viewGroup[i] = &keyGroup{col: ec}
-			groups = append(groups, viewGroup[i])
+		viewGroup[i] = slices.Index(groups, ec)
+		if viewGroup[i] < 0 {
+			viewGroup[i] = len(groups)
+			groups = append(groups, ec)
 		}
 	}
 	d.Columns = outCols
@@ -147,102 +141,172 @@ func Build(ctx context.Context, store *offline.Store, spec Spec, w Writer) (_ *D
 			w.Abort()
 		}
 	}()
+	b := &builder{spec: spec, join: join, spineCols: spineCols, tsCol: tsCol, groups: groups, viewGroup: viewGroup, views: views,
+		features: len(outCols) - len(spineCols)}
 	hash := newContentHash(outCols)
 	total := spec.Spine.Rows()
-	var in, out Chunk
-	times := make([]int64, 0, spec.ChunkRows)
-	found := make([][]bool, len(views))
-	featVecs := make([]Vector, len(outCols)-len(spineCols))
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, err
+
+	// Two chunks in flight: while the writer hashes and writes one, the
+	// next is read and joined (ClickHouse works while this process writes).
+	free := make(chan *chunkJob, 2)
+	free <- new(chunkJob)
+	free <- new(chunkJob)
+	ready := make(chan *chunkJob, 1)
+	written := make(chan error, 1)
+	var failed atomic.Bool
+	go func() {
+		var err error
+		var out Chunk
+		for j := range ready {
+			if err == nil {
+				out.Len = j.in.Len
+				out.Cols = append(append(out.Cols[:0], j.in.Cols...), j.feats...)
+				hash.add(outCols, &out)
+				if err = w.Write(&out); err == nil {
+					d.Rows += int64(j.in.Len)
+					if spec.Progress != nil {
+						spec.Progress(d.Rows, total)
+					}
+				} else {
+					failed.Store(true)
+				}
+			}
+			free <- j
 		}
-		err := spec.Spine.Next(&in, spec.ChunkRows)
-		if errors.Is(err, io.EOF) {
+		written <- err
+	}()
+	var read int64 // rows read, for error messages
+	for !failed.Load() {
+		j := <-free
+		n, rerr := b.next(ctx, j, read)
+		if rerr != nil || n == 0 {
+			err = rerr
+			free <- j
 			break
 		}
-		if err != nil {
-			return nil, err
-		}
-		n := in.Len
-		times = times[:0]
-		for i := 0; i < n; i++ {
-			t, err := timeOf(&in.Cols[tsCol], spineCols[tsCol].Type, spec.Unit, i)
-			if err != nil {
-				return nil, fmt.Errorf("trainingset: spine row %d, column %s: %w", d.Rows+int64(i)+1, spec.Timestamp, err)
-			}
-			times = append(times, t)
-		}
-		for _, g := range groups {
-			g.keys = g.keys[:0]
-			for i := 0; i < n; i++ {
-				e, err := entityOf(&in.Cols[g.col], spineCols[g.col].Type, i)
-				if err != nil {
-					return nil, fmt.Errorf("trainingset: spine row %d, column %s: %w", d.Rows+int64(i)+1, spineCols[g.col].Name, err)
-				}
-				g.keys = append(g.keys, offline.Key{Entity: e, T: times[i], Row: i})
-			}
-			slices.SortFunc(g.keys, func(a, b offline.Key) int {
-				if c := cmp.Compare(a.Entity, b.Entity); c != 0 {
-					return c
-				}
-				if c := cmp.Compare(a.T, b.T); c != 0 {
-					return c
-				}
-				return cmp.Compare(a.Row, b.Row)
-			})
-		}
-
-		// The output chunk: the spine's vectors, then the features'.
-		p := pool.New().WithContext(ctx).WithCancelOnError().WithFirstError()
-		next := 0
-		for vi, v := range views {
-			cols := make([][]float64, len(v.Features))
-			for k := range cols {
-				vec := &featVecs[next+k]
-				vec.Floats = resize(vec.Floats, n)
-				vec.Null = resize(vec.Null, n)
-				cols[k] = vec.Floats
-			}
-			next += len(v.Features)
-			found[vi] = resize(found[vi], n)
-			keys, fnd := viewGroup[vi].keys, found[vi]
-			p.Go(func(ctx context.Context) error {
-				return join.Lookup(ctx, vi, keys, cols, fnd)
-			})
-		}
-		if err := p.Wait(); err != nil {
-			return nil, fmt.Errorf("trainingset: %w", err)
-		}
-		next = 0
-		for vi, v := range views {
-			for k := range v.Features {
-				vec := &featVecs[next+k]
-				for i, ok := range found[vi] {
-					vec.Null[i] = !ok
-					if !ok {
-						vec.Floats[i] = 0
-					}
-				}
-			}
-			next += len(v.Features)
-		}
-		out.Len = n
-		out.Cols = append(append(out.Cols[:0], in.Cols...), featVecs...)
-		hash.add(outCols, &out)
-		if err := w.Write(&out); err != nil {
-			return nil, err
-		}
-		d.Rows += int64(n)
-		if spec.Progress != nil {
-			spec.Progress(d.Rows, total)
-		}
+		read += int64(n)
+		ready <- j
+	}
+	close(ready)
+	if werr := <-written; err == nil {
+		err = werr
+	}
+	if err != nil {
+		return nil, err
 	}
 	d.ContentHash = hash.sum()
 	if err := w.Finish(d); err != nil {
 		return nil, err
 	}
 	return d, nil
+}
+
+// builder reads and joins chunks for Build.
+type builder struct {
+	spec      Spec
+	join      *offline.Join
+	spineCols []Column
+	tsCol     int
+	groups    []int // entity columns
+	viewGroup []int // each view's index in groups
+	views     []offline.DescribedView
+	features  int
+}
+
+// chunkJob is one chunk in flight: its spine rows, keys and features.
+type chunkJob struct {
+	in    Chunk
+	times []int64
+	keys  [][]offline.Key // per group, sorted
+	found [][]bool        // per view
+	feats []Vector        // per feature, in output order
+}
+
+// next reads the next chunk into j and joins it; 0 rows at the end.
+// read is how many rows came before it.
+func (b *builder) next(ctx context.Context, j *chunkJob, read int64) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	err := b.spec.Spine.Next(&j.in, b.spec.ChunkRows)
+	if errors.Is(err, io.EOF) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n := j.in.Len
+	tsType := b.spineCols[b.tsCol].Type
+	j.times = j.times[:0]
+	for i := 0; i < n; i++ {
+		t, err := timeOf(&j.in.Cols[b.tsCol], tsType, b.spec.Unit, i)
+		if err != nil {
+			return 0, fmt.Errorf("trainingset: spine row %d, column %s: %w", read+int64(i)+1, b.spec.Timestamp, err)
+		}
+		j.times = append(j.times, t)
+	}
+	if len(j.keys) < len(b.groups) {
+		j.keys = make([][]offline.Key, len(b.groups))
+	}
+	for gi, col := range b.groups {
+		keys := j.keys[gi][:0]
+		for i := 0; i < n; i++ {
+			e, err := entityOf(&j.in.Cols[col], b.spineCols[col].Type, i)
+			if err != nil {
+				return 0, fmt.Errorf("trainingset: spine row %d, column %s: %w", read+int64(i)+1, b.spineCols[col].Name, err)
+			}
+			keys = append(keys, offline.Key{Entity: e, T: j.times[i], Row: i})
+		}
+		slices.SortFunc(keys, func(a, b offline.Key) int {
+			if c := cmp.Compare(a.Entity, b.Entity); c != 0 {
+				return c
+			}
+			if c := cmp.Compare(a.T, b.T); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.Row, b.Row)
+		})
+		j.keys[gi] = keys
+	}
+
+	if len(j.feats) < b.features {
+		j.feats = make([]Vector, b.features)
+		j.found = make([][]bool, len(b.views))
+	}
+	p := pool.New().WithContext(ctx).WithCancelOnError().WithFirstError()
+	next := 0
+	for vi, v := range b.views {
+		cols := make([][]float64, len(v.Features))
+		for k := range cols {
+			vec := &j.feats[next+k]
+			vec.Floats = resize(vec.Floats, n)
+			vec.Null = resize(vec.Null, n)
+			cols[k] = vec.Floats
+		}
+		next += len(v.Features)
+		j.found[vi] = resize(j.found[vi], n)
+		keys, found := j.keys[b.viewGroup[vi]], j.found[vi]
+		p.Go(func(ctx context.Context) error {
+			return b.join.Lookup(ctx, vi, keys, cols, found)
+		})
+	}
+	if err := p.Wait(); err != nil {
+		return 0, fmt.Errorf("trainingset: %w", err)
+	}
+	next = 0
+	for vi, v := range b.views {
+		for k := range v.Features {
+			vec := &j.feats[next+k]
+			for i, ok := range j.found[vi] {
+				vec.Null[i] = !ok
+				if !ok {
+					vec.Floats[i] = 0
+				}
+			}
+		}
+		next += len(v.Features)
+	}
+	return n, nil
 }
 
 // resize returns s with length n, reusing its array when it can; the

@@ -29,10 +29,10 @@
 //
 // # Memory
 //
-// The spine is read ChunkRows rows at a time (default 262,144); each
-// chunk is joined and written before the next is read, so memory is one
-// chunk's spine values and features plus what the output buffers (Parquet:
-// one row group of at most ChunkRows rows). A spine sorted by time makes the
+// The spine is read ChunkRows rows at a time (default 262,144). Two chunks
+// are in flight: one is written while the next is read and joined, so
+// memory is two chunks' spine values, keys and features plus what the
+// output buffers (Parquet: one row group of 131,072 rows). A spine sorted by time makes the
 // chunks' event-time ranges disjoint, so each view's rows are read about
 // once; an unsorted spine reads the rows of each chunk's range per chunk.
 //

@@ -34,9 +34,9 @@ func SidecarPath(path string) string { return path + ".json" }
 
 // Begin creates the temporary file and writes the header.
 func (w *CSVWriter) Begin(cols []Column) error {
-	f, err := os.CreateTemp(filepath.Dir(w.path), "."+filepath.Base(w.path)+".*.tmp")
+	f, err := createTemp(w.path)
 	if err != nil {
-		return fmt.Errorf("trainingset: output: %w", err)
+		return err
 	}
 	w.f, w.w, w.cols = f, bufio.NewWriterSize(f, 1<<20), cols
 	b := w.buf[:0]
@@ -142,11 +142,26 @@ func (w *CSVWriter) Abort() {
 	}
 }
 
-// writeFileAtomic writes b to a temporary file beside path and renames it.
-func writeFileAtomic(path string, b []byte) error {
+// createTemp creates a temporary file beside path, to be renamed to it,
+// with mode 0644 (os.CreateTemp's is 0600).
+func createTemp(path string) (*os.File, error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
-		return fmt.Errorf("trainingset: write %s: %w", path, err)
+		return nil, fmt.Errorf("trainingset: write %s: %w", path, err)
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("trainingset: write %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// writeFileAtomic writes b to a temporary file beside path and renames it.
+func writeFileAtomic(path string, b []byte) error {
+	f, err := createTemp(path)
+	if err != nil {
+		return err
 	}
 	if _, err := f.Write(b); err != nil {
 		f.Close()

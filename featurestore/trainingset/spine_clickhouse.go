@@ -6,6 +6,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
@@ -19,11 +20,12 @@ import (
 // Nullable and LowCardinality wrappers are kept and dropped. Other types
 // are an error.
 type ClickHouseSpine struct {
-	rows  driver.Rows
-	cols  []Column
-	total int64
-	SQL   string // the query, for descriptions
-	dest  []any
+	rows   driver.Rows
+	cancel context.CancelFunc
+	cols   []Column
+	total  int64
+	SQL    string // the query, for descriptions
+	dest   []any
 	// scan targets, one per column (only the one of its type is used)
 	ints   []int64
 	floats []float64
@@ -37,9 +39,15 @@ type ClickHouseSpine struct {
 
 var tableName = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*$`)
 
+// streamTimeout bounds how long a ClickHouse spine's query may stream.
+// clickhouse-go applies its read timeout to a whole query, not to each
+// read, and the spine's query streams for the whole build; a context
+// deadline replaces that timeout.
+const streamTimeout = 24 * time.Hour
+
 // OpenClickHouse starts reading table ("db.table" or "table") on conn,
 // keeping the rows where where holds (a SQL condition; "" for all). The
-// query runs until Close.
+// query runs until Close, for at most a day.
 func OpenClickHouse(ctx context.Context, conn driver.Conn, table, where string) (*ClickHouseSpine, error) {
 	if !tableName.MatchString(table) {
 		return nil, fmt.Errorf("trainingset: spine table %q: want [database.]table, identifiers only", table)
@@ -74,10 +82,13 @@ func OpenClickHouse(ctx context.Context, conn driver.Conn, table, where string) 
 	}
 	s.total = int64(n)
 	s.SQL = "SELECT " + strings.Join(sel, ", ") + " FROM " + from + " ORDER BY " + strings.Join(order, ", ")
-	s.rows, err = conn.Query(ctx, s.SQL)
+	sctx, cancel := context.WithTimeout(ctx, streamTimeout)
+	s.rows, err = conn.Query(sctx, s.SQL)
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("trainingset: spine %s: %w", table, err)
 	}
+	s.cancel = cancel
 	nc := len(s.cols)
 	s.ints, s.floats, s.strs, s.bools = make([]int64, nc), make([]float64, nc), make([]string, nc), make([]bool, nc)
 	s.nInts, s.nFlts, s.nStrs, s.nBools = make([]*int64, nc), make([]*float64, nc), make([]*string, nc), make([]*bool, nc)
@@ -220,4 +231,8 @@ func b2i(b bool) int64 {
 }
 
 // Close ends the query.
-func (s *ClickHouseSpine) Close() error { return s.rows.Close() }
+func (s *ClickHouseSpine) Close() error {
+	err := s.rows.Close()
+	s.cancel()
+	return err
+}
