@@ -12,7 +12,7 @@ export WEIR_DATA := $(DATA)
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK := bin/staticcheck-$(STATICCHECK_VERSION)
 
-# Extra flags for `weir dev` under make demo, e.g. DEMO_ARGS='--records 1000'.
+# Extra flags for `weir dev` under make demo, e.g. DEMO_ARGS='--count 1000'.
 DEMO_ARGS ?=
 
 .PHONY: setup build demo test test-short soak lint bench bench-processors bench-processors-demo bench-featurestore clean stop
