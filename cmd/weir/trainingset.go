@@ -52,7 +52,7 @@ func cmdTrainingSet(ctx context.Context, args []string, stdout io.Writer) error 
 	fs.Var(&features, "features", "features to join, view[:version].feature or view[:version].* (repeatable, comma-separated; required)")
 	timestamp := fs.String("timestamp", "event_time_ms", "the spine's timestamp column: an integer (see -timestamp-unit) or RFC 3339 text")
 	unit := fs.String("timestamp-unit", "ms", "what an integer timestamp counts: s, ms, us or ns")
-	fs.Var(&entityCols, "entity-column", "view=column: the spine column holding a view's entity (default: the column named as the view's entity; repeatable)")
+	fs.Var(&entityCols, "entity-column", "view=column: the spine column holding a view's entity (default: the entity's key field, e.g. card_id; repeatable)")
 	delay := fs.Duration("delay", 0, "availability delay of every view: a feature row serves spine rows from its event time plus this")
 	fs.Var(&viewDelays, "view-delay", "view=duration: one view's availability delay (repeatable)")
 	knownAt := fs.String("known-at", "", "as known at this time (RFC 3339, Unix ms or now): only feature rows emitted by then")
@@ -94,7 +94,10 @@ func cmdTrainingSet(ctx context.Context, args []string, stdout io.Writer) error 
 		if !ok {
 			return fmt.Errorf("training-set: no view %q in %s", r.View, c.config)
 		}
-		col := v.Entity
+		col := cfg.EntityKey(v.Entity) // the entity's key field names the spine column
+		if col == "" {
+			col = v.Entity
+		}
 		if e, ok := ents[r.View]; ok {
 			col = e
 			delete(ents, r.View)
