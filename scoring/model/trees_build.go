@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"math"
+	"slices"
 )
 
 // specNode is a tree node as a loader reads it, before layout: children
@@ -12,8 +13,10 @@ type specNode struct {
 	left, right int32
 	feat        int32
 	thr         float64
-	aux         uint8 // auxDefLeft, auxNaNZero, auxCatLeft
-	zeroMis     bool
+	defLeft     bool    // a missing value goes left
+	catLeft     bool    // categorical: the set goes left (LightGBM), else right (XGBoost)
+	zeroMis     bool    // LightGBM: |x| <= 1e-35 is missing too
+	nanZero     bool    // LightGBM: NaN is compared as 0 (in categorical splits)
 	cats        []int64 // categorical split: the categories of the set; nil for numerical
 }
 
@@ -21,7 +24,10 @@ type specNode struct {
 type builder struct {
 	e         *Ensemble
 	treeFirst []uint32 // scratch: index in e.nodes of each spec node
-	queue     []int32
+	queue     []struct {
+		si    int32
+		depth int
+	}
 }
 
 func newBuilder(e *Ensemble) *builder { return &builder{e: e} }
@@ -51,13 +57,18 @@ func (b *builder) addTree(spec []specNode, group int32, scale float64) error {
 	placed := b.treeFirst[:n]
 	clear(placed)
 	root := uint32(len(e.nodes))
-	e.nodes = append(e.nodes, node{})
-	e.aux = append(e.aux, 0)
+	e.grow(1)
 	placed[0] = root + 1
-	queue := append(b.queue[:0], 0)
+	type item struct {
+		si    int32
+		depth int
+	}
+	queue := append(b.queue[:0], item{0, 0})
+	depth := 0
 	for len(queue) > 0 {
-		si := queue[0]
+		it := queue[0]
 		queue = queue[1:]
+		si := it.si
 		s := &spec[si]
 		at := placed[si] - 1
 		if s.left == -1 && s.right == -1 {
@@ -68,7 +79,11 @@ func (b *builder) addTree(spec []specNode, group int32, scale float64) error {
 			if scale != 1 {
 				v = float64(float32(v) * float32(scale))
 			}
-			e.nodes[at] = node{thr: v, feat: flagLeaf}
+			// A leaf loops to itself: every x goes right (x >= -Inf, or
+			// missing and default right) to left+1 = at.
+			e.nodes[at] = node{thr: math.Inf(-1), feat: flagDefRight, left: at - 1}
+			e.leafVal[at] = v
+			depth = max(depth, it.depth)
 			continue
 		}
 		if s.left == s.right {
@@ -85,12 +100,18 @@ func (b *builder) addTree(spec []specNode, group int32, scale float64) error {
 		if s.feat < 0 || int(s.feat) >= e.nFeat {
 			return fmt.Errorf("node %d: split on feature %d of %d", si, s.feat, e.nFeat)
 		}
+		if it.depth >= maxDepth {
+			return fmt.Errorf("deeper than %d levels", maxDepth)
+		}
 		left := uint32(len(e.nodes))
-		e.nodes = append(e.nodes, node{}, node{})
-		e.aux = append(e.aux, 0, 0)
+		e.grow(2)
 		placed[s.left], placed[s.right] = left+1, left+2
-		queue = append(queue, s.left, s.right)
+		queue = append(queue, item{s.left, it.depth + 1}, item{s.right, it.depth + 1})
 		nd := node{thr: s.thr, feat: uint32(s.feat), left: left}
+		var aux uint8
+		if !s.defLeft {
+			nd.feat |= flagDefRight
+		}
 		switch {
 		case s.cats != nil:
 			ref, err := b.catSet(s.cats)
@@ -98,20 +119,40 @@ func (b *builder) addTree(spec []specNode, group int32, scale float64) error {
 				return fmt.Errorf("node %d: %w", si, err)
 			}
 			nd.thr = ref
-			nd.feat |= flagCat
+			aux |= auxCat
+			if s.catLeft {
+				aux |= auxCatLeft
+			}
 		case math.IsNaN(s.thr):
 			return fmt.Errorf("node %d: threshold is NaN", si)
 		}
 		if s.zeroMis {
-			nd.feat |= flagZeroMis
+			aux |= auxZeroMis
+		}
+		if s.nanZero {
+			aux |= auxNaNZero
+		}
+		if aux != 0 {
+			nd.feat |= flagSpecial
+			e.special = true
 		}
 		e.nodes[at] = nd
-		e.aux[at] = s.aux
+		e.aux[at] = aux
 	}
 	b.queue = queue
 	e.roots = append(e.roots, root)
+	e.depth = append(e.depth, uint8(depth))
 	e.group = append(e.group, group)
 	return nil
+}
+
+// grow appends n blank nodes.
+func (e *Ensemble) grow(n int) {
+	for range n {
+		e.nodes = append(e.nodes, node{})
+		e.leafVal = append(e.leafVal, 0)
+		e.aux = append(e.aux, 0)
+	}
 }
 
 // catSet appends a categorical split's bitset and returns its reference.
@@ -142,6 +183,9 @@ func (b *builder) catSet(cats []int64) (float64, error) {
 // finish drops what a single-output model does not read.
 func (b *builder) finish() *Ensemble {
 	e := b.e
+	for t := 0; t+8 <= len(e.roots); t += 8 {
+		e.depth8 = append(e.depth8, slices.Max(e.depth[t:t+8]))
+	}
 	if e.nGroup == 1 {
 		e.group = nil
 	}

@@ -99,3 +99,25 @@ func TestPredictBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestEightTreesAtOnce checks the hot loop, eight trees side by side,
+// against walking the trees one by one.
+func TestEightTreesAtOnce(t *testing.T) {
+	for _, nTrees := range []int{1, 7, 8, 9, 100} {
+		m, err := ParseXGBoostJSON(synthXGBoost(nTrees, 5, 12, uint64(nTrees)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows := benchRows(300, 12, 0.1)
+		for r := 0; r < 300; r++ {
+			x := rows[r*12 : (r+1)*12]
+			want := float32(m.base[0])
+			for tr, root := range m.roots {
+				want += float32(m.leafVal[m.walk(root, m.depth[tr], x)])
+			}
+			if got := m.margin1(x); got != float64(want) {
+				t.Fatalf("%d trees, row %d: %v, one by one %v", nTrees, r, got, want)
+			}
+		}
+	}
+}

@@ -348,9 +348,7 @@ func xgbTreeSpec(t *xgbTree, spec []specNode) ([]specNode, error) {
 			return nil, fmt.Errorf("node %d: split condition is NaN", i)
 		}
 		s.thr = xgbLeftBelow(float32(c))
-		if t.DefaultLeft[i] {
-			s.aux |= auxDefLeft
-		}
+		s.defLeft = bool(t.DefaultLeft[i])
 		if t.SplitType != nil {
 			switch t.SplitType[i] {
 			case 0:
