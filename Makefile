@@ -84,6 +84,13 @@ bench:
 	@echo "==> go test -run '^$$' -bench . -benchmem ./..."
 	@go test -run '^$$' -bench . -benchmem ./...
 
+.PHONY: bench-scoring
+## bench-scoring: Weir's XGBoost evaluator vs XGBoost's C library (through its Python package) and the Go library leaves, same model and rows, single-row calls and batches (docs/benchmarks.md); needs only the Python venv
+bench-scoring:
+	@bash deploy/local/pyenv.sh install
+	@echo "==> cd bench/scoring && go run . -python $(DATA)/venv/bin/python $(BENCH_ARGS)"
+	@cd bench/scoring && go run . -python $(DATA)/venv/bin/python $(BENCH_ARGS)
+
 ## stop: stop the local stack (its data stays in $(DATA))
 stop:
 	@bash deploy/local/stop.sh
