@@ -5,4 +5,5 @@ here=$(dirname "${BASH_SOURCE[0]}")
 
 bash "$here/kafka.sh" stop
 bash "$here/clickhouse.sh" stop
+bash "$here/redis.sh" cluster-stop
 bash "$here/redis.sh" stop

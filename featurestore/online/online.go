@@ -25,6 +25,23 @@
 // partition because an entity's rows all come from one partition of the
 // features topic (it is keyed by entity).
 //
+// # Redis Cluster, ACL and TLS
+//
+// Dial connects to one node or to a Redis Cluster (go-redis ClusterClient),
+// as an ACL user or with requirepass, over TLS when configured. Every
+// command here names its keys: the write script touches only KEYS[1], the
+// row's own key, and builds no key inside Lua, so each EVALSHA runs on the
+// node that owns the key's slot and passes ACL key patterns such as
+// ~<prefix>:*. The hash tag {<entity>} puts all of an entity's view versions
+// in one slot (the prefix may not contain braces; config refuses it), so a
+// multi-key command on one entity never crosses slots. The exception is an
+// entity that starts with '}' (the tag is then empty and Redis hashes the
+// whole key): its views may land in different slots, which no command here
+// minds, as each touches one key. A pipelined Write or
+// GetMany is split by node; after NOSCRIPT the script is loaded on every
+// master. Key scans (SampleEntities, CountKeys) walk every master of a
+// cluster.
+//
 // This package exports no metrics; the materializer that drives Write counts
 // rows and latency.
 package online
@@ -35,6 +52,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -284,4 +302,168 @@ func parseRow(k Key, h map[string]string) (featurestore.Row, error) {
 		r.Values[name] = v
 	}
 	return r, err
+}
+
+// SampleEntities returns up to n entities that have a key of the view
+// version, in the order a key scan finds them (Redis's hash order, which
+// has nothing to do with the entities' names or ages). It scans every master
+// of a cluster and stops once it has n.
+func (s *Store) SampleEntities(ctx context.Context, view, version string, n int) ([]string, error) {
+	if n <= 0 {
+		return nil, nil
+	}
+	head, tail := s.prefix+":{", "}:"+view+":"+version
+	var out []string
+	var mu sync.Mutex
+	err := s.scan(ctx, escapeGlob(s.prefix)+":{*}:"+escapeGlob(view)+":"+escapeGlob(version), 0, func(keys []string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, k := range keys {
+			if e, ok := strings.CutPrefix(k, head); ok {
+				if e, ok = strings.CutSuffix(e, tail); ok && len(out) < n {
+					out = append(out, e)
+				}
+			}
+		}
+		return len(out) < n
+	})
+	if err != nil {
+		return nil, fmt.Errorf("online: sample entities of %s@%s: %w", view, version, err)
+	}
+	return out, nil
+}
+
+// KeyCount is what CountKeys found of one view.
+type KeyCount struct {
+	// Versions maps each version found to its number of keys.
+	Versions map[string]int64
+	// Complete is false when the scan stopped at its budget: the counts are
+	// then lower bounds.
+	Complete bool
+}
+
+// CountKeys counts a view's keys per version, of every version present (the
+// config's current one and any older ones still within their TTL). A scan
+// walks the whole keyspace, so it examines at most about budget keys per
+// node (0: no limit).
+func (s *Store) CountKeys(ctx context.Context, view string, budget int) (KeyCount, error) {
+	kc := KeyCount{Versions: map[string]int64{}, Complete: true}
+	mid := "}:" + view + ":"
+	var mu sync.Mutex
+	err := s.scan(ctx, escapeGlob(s.prefix)+":{*}:"+escapeGlob(view)+":*", budget, func(keys []string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, k := range keys {
+			if i := strings.LastIndex(k, mid); i >= 0 && !strings.Contains(k[i+len(mid):], ":") {
+				kc.Versions[k[i+len(mid):]]++
+			}
+		}
+		return true
+	})
+	if errors.Is(err, errBudget) {
+		kc.Complete, err = false, nil
+	}
+	if err != nil {
+		return KeyCount{}, fmt.Errorf("online: count keys of %s: %w", view, err)
+	}
+	return kc, nil
+}
+
+// DeleteAll deletes every key under the store's prefix, of every view and
+// version, on every master of a cluster, and returns how many it deleted.
+// `weir dev --fresh` and tests use it; a rebuild (see package materialize)
+// fills the store again from the feature topics.
+func (s *Store) DeleteAll(ctx context.Context) (int64, error) {
+	var mu sync.Mutex
+	var n int64
+	var derr error
+	err := s.scan(ctx, escapeGlob(s.prefix)+":*", 0, func(keys []string) bool {
+		if len(keys) == 0 {
+			return true
+		}
+		// One UNLINK per key: keys of different slots may not share one.
+		cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range keys {
+				p.Unlink(ctx, k)
+			}
+			return nil
+		})
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			derr = err
+			return false
+		}
+		for _, c := range cmds {
+			n += c.(*redis.IntCmd).Val()
+		}
+		return true
+	})
+	if err == nil {
+		err = derr
+	}
+	if err != nil {
+		return n, fmt.Errorf("online: delete keys under %s: %w", s.prefix, err)
+	}
+	return n, nil
+}
+
+// errBudget ends a scan that examined its budget of keys.
+var errBudget = errors.New("scan budget spent")
+
+// scanCount is the COUNT hint of each SCAN call.
+const scanCount = 1000
+
+// scan calls fn with the keys matching match, batch by batch, on every
+// master of a cluster (concurrently: fn must be safe for that) or on the one
+// node, until fn returns false or the keyspace is walked. budget bounds the
+// keys examined per node (0: none); reaching it returns errBudget.
+func (s *Store) scan(ctx context.Context, match string, budget int, fn func(keys []string) bool) error {
+	one := func(ctx context.Context, c redis.Cmdable) error {
+		var cursor uint64
+		examined := 0
+		for {
+			keys, next, err := c.Scan(ctx, cursor, match, scanCount).Result()
+			if err != nil {
+				return err
+			}
+			if !fn(keys) {
+				return errStop
+			}
+			if cursor = next; cursor == 0 {
+				return nil
+			}
+			if examined += scanCount; budget > 0 && examined >= budget {
+				return errBudget
+			}
+		}
+	}
+	var err error
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return one(ctx, c) })
+	} else {
+		err = one(ctx, s.rdb)
+	}
+	if errors.Is(err, errStop) {
+		return nil
+	}
+	return err
+}
+
+// errStop ends a scan whose callback has what it wanted.
+var errStop = errors.New("scan stopped")
+
+// escapeGlob escapes the characters SCAN's MATCH treats as a pattern.
+func escapeGlob(s string) string {
+	if !strings.ContainsAny(s, `*?[]\`) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }

@@ -100,8 +100,12 @@ func TestNewerWins(t *testing.T) {
 // entity holds.
 func TestConformance(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
+	conformance(t, online.New(rdb, prefix, views))
+}
+
+// conformance runs the storetest cases on s.
+func conformance(t *testing.T, s *online.Store) {
 	ctx := context.Background()
-	s := online.New(rdb, prefix, views)
 	for _, c := range storetest.Cases(func(name string) string { return name }) {
 		t.Run(c.Name, func(t *testing.T) {
 			var entity string
@@ -342,5 +346,55 @@ func TestWriteRejects(t *testing.T) {
 	reserved.Values[0].Name = "_et"
 	if err := s.Write(ctx, []schemas.FeatureRow{reserved}); !errors.Is(err, online.ErrReservedName) {
 		t.Errorf("reserved name: err %v, want ErrReservedName", err)
+	}
+}
+
+// TestScans checks SampleEntities, CountKeys and DeleteAll on one node,
+// under a prefix with SCAN pattern characters, beside a sibling prefix they
+// must not touch.
+func TestScans(t *testing.T) {
+	rdb, base := testenv.Redis(t)
+	ctx := context.Background()
+	prefix, sibling := base+":p[1]*?", base+":p[1]*?x"
+	s, other := online.New(rdb, prefix, views), online.New(rdb, sibling, views)
+	var rows []schemas.FeatureRow
+	for i := range 2500 {
+		r := row(fmt.Sprintf("e%04d", i), 10, int64(i), 1)
+		if i%5 == 0 {
+			r.ViewVersion = "v2" // an older definition's key
+		}
+		rows = append(rows, r)
+	}
+	for _, st := range []*online.Store{s, other} {
+		if err := st.Write(ctx, rows); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sample, err := s.SampleEntities(ctx, "card", "v2", 10_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sample) != 500 || !strings.HasPrefix(sample[0], "e") {
+		t.Errorf("sampled %d entities of v2 (%.3q), want 500", len(sample), sample)
+	}
+	if sample, _ := s.SampleEntities(ctx, "card", "v1", 7); len(sample) != 7 {
+		t.Errorf("sampled %d entities, asked for 7", len(sample))
+	}
+	kc, err := s.CountKeys(ctx, "card", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !kc.Complete || kc.Versions["v1"] != 2000 || kc.Versions["v2"] != 500 || len(kc.Versions) != 2 {
+		t.Errorf("CountKeys = %+v, want v1: 2000, v2: 500", kc)
+	}
+	if kc, _ := s.CountKeys(ctx, "card", 1000); kc.Complete {
+		t.Errorf("a scan of a budget of 1000 keys counted everything: %+v", kc)
+	}
+	n, err := s.DeleteAll(ctx)
+	if err != nil || n != 2500 {
+		t.Fatalf("DeleteAll deleted %d keys (%v), want 2500", n, err)
+	}
+	if kc, _ := other.CountKeys(ctx, "card", 0); kc.Versions["v1"] != 2000 {
+		t.Errorf("the sibling prefix lost keys: %+v", kc)
 	}
 }

@@ -81,12 +81,45 @@ type SchemaRegistry struct {
 	URL string `yaml:"url"`
 }
 
-// Redis is the online store.
+// Redis is the online store: one node (addr) or a Redis Cluster (cluster).
 type Redis struct {
-	Addr      string `yaml:"addr"`     // WEIR_REDIS_ADDR overrides
-	Password  Secret `yaml:"password"` // WEIR_REDIS_PASSWORD overrides
+	// Addr is one Redis node, host:port. WEIR_REDIS_ADDR overrides it and
+	// clears cluster.
+	Addr string `yaml:"addr"`
+	// Cluster lists seed nodes of a Redis Cluster, host:port each; the
+	// client discovers the others and follows slot moves. Set addr or
+	// cluster, not both. WEIR_REDIS_CLUSTER (comma-separated) overrides it
+	// and clears addr.
+	Cluster []string `yaml:"cluster"`
+	// Username is a Redis 6+ ACL user; empty authenticates as "default"
+	// with Password alone (requirepass). WEIR_REDIS_USERNAME overrides.
+	Username string `yaml:"username"`
+	Password Secret `yaml:"password"` // WEIR_REDIS_PASSWORD overrides
+	// DB is the database of a single node; a cluster has only database 0.
 	DB        int    `yaml:"db"`
-	KeyPrefix string `yaml:"key_prefix"` // default "weir"
+	KeyPrefix string `yaml:"key_prefix"` // default "weir"; no braces (the key's hash tag is the entity)
+	TLS       TLS    `yaml:"tls"`
+}
+
+// TLS configures a client's TLS connections. File paths are read relative
+// to the working directory, as data_dir is.
+type TLS struct {
+	// Enabled turns TLS on; the other fields need it.
+	Enabled bool `yaml:"enabled"`
+	// CAFile holds PEM certificates of the CAs that sign the server's
+	// certificate; empty trusts the system's roots.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are a PEM client certificate and its key, for
+	// servers that authenticate clients (tls-auth-clients yes); both or
+	// neither.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName is the name the server's certificate must carry (default:
+	// the host dialled).
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify accepts any server certificate: encryption without
+	// authentication of the server, for tests only.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
 }
 
 // ClickHouse is the offline store.
@@ -402,8 +435,25 @@ func (c *Config) applyEnv(getenv func(string) string) {
 	if v := getenv("WEIR_SCHEMA_REGISTRY_URL"); v != "" {
 		c.SchemaRegistry.URL = v
 	}
-	if v := getenv("WEIR_REDIS_ADDR"); v != "" {
-		c.Redis.Addr = v
+	// Either endpoint variable replaces the file's endpoint, one node or a
+	// cluster; both set are left to conflict in Validate.
+	addr, cluster := getenv("WEIR_REDIS_ADDR"), getenv("WEIR_REDIS_CLUSTER")
+	if addr != "" {
+		c.Redis.Addr, c.Redis.Cluster = addr, nil
+	}
+	if cluster != "" {
+		if addr == "" {
+			c.Redis.Addr = ""
+		}
+		c.Redis.Cluster = nil
+		for _, a := range strings.Split(cluster, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				c.Redis.Cluster = append(c.Redis.Cluster, a)
+			}
+		}
+	}
+	if v := getenv("WEIR_REDIS_USERNAME"); v != "" {
+		c.Redis.Username = v
 	}
 	if v := getenv("WEIR_REDIS_PASSWORD"); v != "" {
 		c.Redis.Password = Secret(v)

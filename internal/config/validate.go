@@ -19,6 +19,7 @@ func (c *Config) Validate() error {
 	if c.Kafka.Guarantee != GuaranteeExactlyOnce && c.Kafka.Guarantee != GuaranteeAtLeastOnce {
 		bad("kafka.guarantee", "unknown guarantee %q (exactly_once or at_least_once)", c.Kafka.Guarantee)
 	}
+	c.validateRedis(bad)
 	if c.Topics.Partitions < 1 {
 		bad("topics.partitions", "must be at least 1, got %d", c.Topics.Partitions)
 	}

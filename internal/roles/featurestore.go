@@ -18,20 +18,10 @@ import (
 	"github.com/weirhq/weir/schemas"
 )
 
-// Redis opens the online store's client and checks that it answers.
-func (e *Env) Redis(ctx context.Context) (*redis.Client, error) {
-	c := e.Cfg.Redis
-	if c.Addr == "" {
-		return nil, fmt.Errorf("redis.addr: not set (set it or WEIR_REDIS_ADDR; `make setup` starts one on 127.0.0.1:16379)")
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: c.Addr, Password: c.Password.Reveal(), DB: c.DB})
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		rdb.Close()
-		return nil, fmt.Errorf("redis.addr %s: %w (is Redis running? `make setup` starts it)", c.Addr, err)
-	}
-	return rdb, nil
+// Redis opens the online store's client (one node or a Redis Cluster, with
+// the configured ACL user and TLS) and checks that it answers.
+func (e *Env) Redis(ctx context.Context) (redis.UniversalClient, error) {
+	return online.Dial(ctx, e.Cfg.Redis)
 }
 
 // ClickHouse opens the offline store's connection (to the default
@@ -229,24 +219,8 @@ func (e *Env) Reset(ctx context.Context) error {
 		return err
 	}
 	defer rdb.Close()
-	iter := rdb.Scan(ctx, 0, e.Cfg.Redis.KeyPrefix+":*", 1000).Iterator()
-	var keys []string
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-		if len(keys) == 1000 {
-			if err := rdb.Unlink(ctx, keys...).Err(); err != nil {
-				return fmt.Errorf("reset redis: %w", err)
-			}
-			keys = keys[:0]
-		}
-	}
-	if err := iter.Err(); err != nil {
+	if _, err := online.New(rdb, e.Cfg.Redis.KeyPrefix, nil).DeleteAll(ctx); err != nil {
 		return fmt.Errorf("reset redis: %w", err)
-	}
-	if len(keys) > 0 {
-		if err := rdb.Unlink(ctx, keys...).Err(); err != nil {
-			return fmt.Errorf("reset redis: %w", err)
-		}
 	}
 	conn, err := e.ClickHouse(ctx)
 	if err != nil {
