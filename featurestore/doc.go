@@ -9,7 +9,9 @@
 //     table, point-in-time training sets;
 //   - materialize: consumer-group materializers from weir.features.<view>
 //     and the labels topic into those stores (at-least-once into idempotent
-//     sinks).
+//     sinks), and Rebuild, which refills Redis from the feature topics;
+//   - verify: checks that Redis holds the newest ClickHouse row of sampled
+//     entities.
 //
 // # Versions and corrections
 //

@@ -13,6 +13,10 @@
 // revise an earlier version) are materialized like any row: the sinks keep
 // or serve the newest version (see package featurestore).
 //
+// Rebuild reads a features topic once, from the start to the end offsets
+// at the call, without a group, into a sink: it refills a flushed or new
+// Redis beside the running materializers (see Rebuild).
+//
 // A record that cannot be decoded (bad framing, a schema the registry does
 // not know, bytes that do not match the schema) or that belongs to another
 // view or view version is counted, logged and skipped: the processor upstream
