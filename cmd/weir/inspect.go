@@ -5,81 +5,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
-	"github.com/weirhq/weir/featurestore/online"
 	"github.com/weirhq/weir/internal/roles"
 )
-
-func cmdFeatures(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 || args[0] != "get" {
-		return fmt.Errorf("usage: weir features get <entity> [-view name] [-config weir.yaml]")
-	}
-	fs := flag.NewFlagSet("features get", flag.ContinueOnError)
-	var c common
-	c.register(fs)
-	view := fs.String("view", "", "only this view (default: every view)")
-	// Allow the entity before or after the flags.
-	rest := args[1:]
-	var entity string
-	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
-		entity, rest = rest[0], rest[1:]
-	}
-	if err := parse(fs, rest); err != nil {
-		return err
-	}
-	if entity == "" && fs.NArg() > 0 {
-		entity = fs.Arg(0)
-	}
-	if entity == "" {
-		return fmt.Errorf("usage: weir features get <entity>: which entity?")
-	}
-	cfg, err := c.load()
-	if err != nil {
-		return err
-	}
-	env, err := roles.NewEnv(cfg, c.logger(os.Stderr), "cli")
-	if err != nil {
-		return err
-	}
-	rdb, err := env.Redis(ctx)
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	store := online.New(rdb, cfg.Redis.KeyPrefix, cfg.Views)
-	now := time.Now()
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	defer tw.Flush()
-	fmt.Fprintln(tw, "VIEW\tFEATURE\tVALUE\tSTATUS\tEVENT TIME\tAGE")
-	for _, v := range cfg.Views {
-		if *view != "" && v.Name != *view {
-			continue
-		}
-		row, ok, err := store.Get(ctx, v.Name, v.Version(), entity)
-		if err != nil {
-			return err
-		}
-		for _, f := range v.Features {
-			if !ok {
-				fmt.Fprintf(tw, "%s@%s\t%s\t-\tmissing\t-\t-\n", v.Name, v.Version(), f.Name)
-				continue
-			}
-			et := time.UnixMilli(row.EventTime)
-			age := now.Sub(et).Round(time.Millisecond).String()
-			if now.Before(et) { // a synthetic stream may run ahead of the wall clock
-				age = "ahead by " + et.Sub(now).Round(time.Millisecond).String()
-			}
-			fmt.Fprintf(tw, "%s@%s\t%s\t%g\tpresent\t%s\t%s\n", v.Name, v.Version(), f.Name, row.Values[f.Name], et.UTC().Format(time.RFC3339Nano), age)
-		}
-	}
-	return nil
-}
 
 func cmdModels(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] != "list" {

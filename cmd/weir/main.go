@@ -30,7 +30,7 @@ var commands = map[string]command{
 	"run":      {"run roles (processor, materializer, monitor, trainer, serve) against configured services", cmdRun},
 	"loadgen":  {"produce the synthetic payments stream and its delayed labels", cmdLoadgen},
 	"topics":   {"create the topics a config needs: weir topics create", cmdTopics},
-	"features": {"read the online store: weir features get <entity>", cmdFeatures},
+	"features": {"feature views and their stores: weir features list|describe|get|rebuild-online|verify", cmdFeatures},
 	"models":   {"show the model registry: weir models list", cmdModels},
 	"doctor":   {"check that Kafka, the registry, Redis and ClickHouse answer", cmdDoctor},
 	"registry": {"serve a persisted Confluent-compatible schema registry", cmdRegistry},
