@@ -160,3 +160,5 @@ func loadXGB(t testing.TB, name string) *Ensemble {
 	}
 	return m
 }
+
+func TestLightGBMGolden(t *testing.T) { checkGolden(t, "lightgbm", ".txt", FormatLightGBMText) }

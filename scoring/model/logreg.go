@@ -6,8 +6,11 @@
 //     document carrying everything needed to turn a raw feature vector
 //     into a probability, so that a scorer needs nothing but the artifact.
 //   - "xgboost-json" ([ParseXGBoostJSON]): XGBoost's own JSON model file,
-//     evaluated as XGBoost does to the float32 bit (golden vectors from
-//     XGBoost itself in testdata/).
+//     evaluated as XGBoost does to the float32 bit.
+//   - "lightgbm-text" ([ParseLightGBMText]): LightGBM's text model file.
+//
+// The tree formats are checked against the libraries themselves: golden
+// vectors that testdata/gen.py makes with PyPI xgboost and lightgbm.
 //
 // Tree models compile into an [Ensemble]: one flat node array evaluated
 // without allocation.

@@ -11,6 +11,8 @@ const (
 	FormatLogReg = Format
 	// FormatXGBoostJSON is XGBoost's JSON model, Booster.save_model("m.json").
 	FormatXGBoostJSON = "xgboost-json"
+	// FormatLightGBMText is LightGBM's text model, Booster.save_model("m.txt").
+	FormatLightGBMText = "lightgbm-text"
 )
 
 // Model is a parsed model of any format, immutable and safe for concurrent
@@ -59,8 +61,14 @@ func Load(format string, b []byte) (Model, error) {
 			return nil, err
 		}
 		return m, nil
+	case FormatLightGBMText:
+		m, err := ParseLightGBMText(b)
+		if err != nil {
+			return nil, err
+		}
+		return m, nil
 	}
-	return nil, fmt.Errorf("model: unknown format %q (want %q or %q)", format, FormatLogReg, FormatXGBoostJSON)
+	return nil, fmt.Errorf("model: unknown format %q (want %q, %q or %q)", format, FormatLogReg, FormatXGBoostJSON, FormatLightGBMText)
 }
 
 // Detect guesses an artifact's format from its first bytes, for tools
@@ -69,6 +77,8 @@ func Load(format string, b []byte) (Model, error) {
 func Detect(b []byte) string {
 	t := bytes.TrimLeft(b, " \t\r\n")
 	switch {
+	case bytes.HasPrefix(t, []byte("tree\n")) || bytes.HasPrefix(t, []byte("tree\r\n")):
+		return FormatLightGBMText
 	case len(t) > 0 && t[0] == '{':
 		head := t[:min(len(t), 4096)]
 		if bytes.Contains(head, []byte(`"format"`)) && bytes.Contains(head, []byte(`"`+Format+`"`)) {

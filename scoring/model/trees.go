@@ -49,8 +49,9 @@ type Ensemble struct {
 	cats    []uint32  // bitsets of categorical splits
 	base    []float64
 
-	f32     bool // XGBoost: float32 leaves and sums; LightGBM: float64
-	special bool // some split needs decide
+	f32     bool    // XGBoost: float32 leaves and sums; LightGBM: float64
+	special bool    // some split needs decide
+	avgDiv  float64 // LightGBM random forest: outputs are margins divided by this (not Margin's); 0 otherwise
 
 	objName string
 }
@@ -71,10 +72,11 @@ const (
 	flagDefRight = 1 << 24 // a missing value goes right
 	flagSpecial  = 1 << 31 // categorical or zero-as-missing: see decide
 
-	auxCat     = 1 << 0 // categorical split
-	auxCatLeft = 1 << 1 // categorical: a category in the set goes left (LightGBM), else right (XGBoost)
-	auxZeroMis = 1 << 2 // LightGBM: |x| <= 1e-35 and NaN are missing
-	auxNaNZero = 1 << 3 // LightGBM: NaN is compared as 0
+	auxCat      = 1 << 0 // categorical split
+	auxCatLeft  = 1 << 1 // categorical: a category in the set goes left (LightGBM), else right (XGBoost)
+	auxZeroMis  = 1 << 2 // LightGBM: |x| <= 1e-35 and NaN are missing
+	auxNaNZero  = 1 << 3 // LightGBM: NaN is compared as 0
+	auxTinyZero = 1 << 4 // LightGBM: a threshold within 1e-35 of zero
 
 	maxFeatures = featMask
 	maxGroups   = 1 << 16
@@ -122,7 +124,7 @@ func (e *Ensemble) check(x []float64) {
 func (e *Ensemble) Score(x []float64) float64 {
 	e.check(x)
 	if e.nGroup == 1 {
-		return e.obj.transform1(e.margin1(x))
+		return e.obj.transform1(e.out1(x))
 	}
 	var buf [64]float64
 	var out []float64
@@ -138,10 +140,15 @@ func (e *Ensemble) Score(x []float64) float64 {
 func (e *Ensemble) Predict(dst, x []float64) []float64 {
 	e.check(x)
 	if e.nGroup == 1 {
-		return append(dst, e.obj.transform1(e.margin1(x)))
+		return append(dst, e.obj.transform1(e.out1(x)))
 	}
 	n := len(dst)
 	dst = e.Margin(dst, x)
+	if e.avgDiv != 0 {
+		for g := n; g < len(dst); g++ {
+			dst[g] /= e.avgDiv
+		}
+	}
 	return e.obj.transform(dst, n)
 }
 
@@ -198,6 +205,15 @@ func (e *Ensemble) walk(i uint32, depth uint8, x []float64) uint32 {
 		i = n.left + (b2u(v >= n.thr) | b2u(v != v)&(f>>24))
 	}
 	return i
+}
+
+// out1 is the output of a single-output model before its transform: the
+// margin, averaged over the iterations for a LightGBM random forest.
+func (e *Ensemble) out1(x []float64) float64 {
+	if e.avgDiv != 0 {
+		return e.margin1(x) / e.avgDiv
+	}
+	return e.margin1(x)
 }
 
 // margin1 is the margin of a single-output model, summed in the
@@ -283,6 +299,9 @@ func (e *Ensemble) decide(i uint32, x []float64) uint32 {
 			return def
 		}
 		v = 0
+	}
+	if !e.f32 && v >= -lgbZero && v <= lgbZero {
+		v = 0 // LightGBM's predictor keeps no value this close to zero
 	}
 	if aux&auxZeroMis != 0 && v >= -lgbZero && v <= lgbZero {
 		return def

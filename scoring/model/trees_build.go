@@ -8,7 +8,8 @@ import (
 
 // specNode is a tree node as a loader reads it, before layout: children
 // by index into the tree's nodes (-1 for a leaf), the threshold already in
-// the evaluator's "left when x < thr" form, or the leaf value.
+// the evaluator's "right when x >= thr" form (NaN: never; the loader has
+// refused a NaN in the file), or the leaf value.
 type specNode struct {
 	left, right int32
 	feat        int32
@@ -16,8 +17,10 @@ type specNode struct {
 	defLeft     bool    // a missing value goes left
 	catLeft     bool    // categorical: the set goes left (LightGBM), else right (XGBoost)
 	zeroMis     bool    // LightGBM: |x| <= 1e-35 is missing too
-	nanZero     bool    // LightGBM: NaN is compared as 0 (in categorical splits)
-	cats        []int64 // categorical split: the categories of the set; nil for numerical
+	nanZero     bool    // LightGBM: NaN is compared as 0 (by decide)
+	tinyZero    bool    // LightGBM: a threshold within 1e-35 of 0 (see decide)
+	cats        []int64 // categorical split: the categories of the set (XGBoost)
+	catBits     []int64 // categorical split: the set as a bitset of uint32 words (LightGBM)
 }
 
 // builder assembles an Ensemble tree by tree.
@@ -112,9 +115,14 @@ func (b *builder) addTree(spec []specNode, group int32, scale float64) error {
 		if !s.defLeft {
 			nd.feat |= flagDefRight
 		}
-		switch {
-		case s.cats != nil:
-			ref, err := b.catSet(s.cats)
+		if s.cats != nil || s.catBits != nil {
+			var ref float64
+			var err error
+			if s.cats != nil {
+				ref, err = b.catSet(s.cats)
+			} else {
+				ref, err = b.catWords(s.catBits)
+			}
 			if err != nil {
 				return fmt.Errorf("node %d: %w", si, err)
 			}
@@ -123,14 +131,15 @@ func (b *builder) addTree(spec []specNode, group int32, scale float64) error {
 			if s.catLeft {
 				aux |= auxCatLeft
 			}
-		case math.IsNaN(s.thr):
-			return fmt.Errorf("node %d: threshold is NaN", si)
 		}
 		if s.zeroMis {
 			aux |= auxZeroMis
 		}
-		if s.nanZero {
-			aux |= auxNaNZero
+		if s.tinyZero {
+			aux |= auxTinyZero
+		}
+		if s.nanZero && aux != 0 {
+			aux |= auxNaNZero // only decide reads it
 		}
 		if aux != 0 {
 			nd.feat |= flagSpecial
@@ -178,6 +187,19 @@ func (b *builder) catSet(cats []int64) (float64, error) {
 		e.cats[off+int(c/32)] |= 1 << (c % 32)
 	}
 	return catRef(uint32(off), uint32(words)), nil
+}
+
+// catWords appends a categorical split's bitset given as words.
+func (b *builder) catWords(words []int64) (float64, error) {
+	e := b.e
+	if int64(len(e.cats))+int64(len(words)) > maxCatWords {
+		return 0, fmt.Errorf("categorical splits need more than %d bitset words", maxCatWords)
+	}
+	off := len(e.cats)
+	for _, w := range words {
+		e.cats = append(e.cats, uint32(w))
+	}
+	return catRef(uint32(off), uint32(len(words))), nil
 }
 
 // finish drops what a single-output model does not read.
