@@ -88,6 +88,13 @@ type Config struct {
 	Topic string
 	// MaxBatch bounds the records written per sink call (default 5000).
 	MaxBatch int
+	// Linger is how long a batch that has records but fewer than MaxBatch
+	// waits for more before it is written (default 0: each poll is written
+	// as it comes). The offline store wants it: ClickHouse makes one part
+	// per INSERT, so a trickle of small batches costs a part each, while a
+	// materializer that falls behind fills MaxBatch at once and never
+	// waits. Redis does not need it: every ms of it is staleness.
+	Linger time.Duration
 	// MinBackoff and MaxBackoff bound the wait between retries of a failed
 	// write (defaults 100ms and 10s); the wait doubles per failure, jittered.
 	MinBackoff, MaxBackoff time.Duration
@@ -282,6 +289,9 @@ func (m *Materializer) poll(ctx context.Context, cl *kgo.Client) {
 	if len(recs) == 0 {
 		return
 	}
+	if recs = m.linger(ctx, cl, recs); ctx.Err() != nil {
+		return // nothing written: the records are redelivered
+	}
 	m.batch.reset()
 	for _, rec := range recs {
 		err := m.retry(ctx, func() error { return m.batch.add(ctx, rec) }, "decode")
@@ -320,6 +330,24 @@ func (m *Materializer) poll(ctx context.Context, cl *kgo.Client) {
 		// re-reads them from the last commit and rewrites them harmlessly.
 		m.log.Warn("commit failed; records will be redelivered", "records", len(recs), "err", err)
 	}
+}
+
+// linger polls more records into recs until it holds MaxBatch or Linger
+// passed since the first poll returned.
+func (m *Materializer) linger(ctx context.Context, cl *kgo.Client, recs []*kgo.Record) []*kgo.Record {
+	if m.cfg.Linger <= 0 || len(recs) >= m.cfg.MaxBatch {
+		return recs
+	}
+	lctx, cancel := context.WithTimeout(ctx, m.cfg.Linger)
+	defer cancel()
+	for len(recs) < m.cfg.MaxBatch && lctx.Err() == nil {
+		fetches := cl.PollRecords(lctx, m.cfg.MaxBatch-len(recs))
+		if fetches.IsClientClosed() {
+			break
+		}
+		recs = append(recs, fetches.Records()...)
+	}
+	return recs
 }
 
 // writeTimeout bounds one sink write attempt.
