@@ -80,7 +80,7 @@ func main() {
 	flag.IntVar(&f.entities, "entities", 10_000, "entities (cards) written")
 	flag.IntVar(&f.features, "features", 10, "float features of the view")
 	flag.StringVar(&batches, "batches", "1,10,100", "entities per request, comma-separated")
-	flag.StringVar(&rates, "rates", "100,200,500,1000,2000,3000,5000,7000,10000,14000,20000,28000,40000", "requests per second of the ladder, ascending")
+	flag.StringVar(&rates, "rates", "25,50,100,200,350,500,750,1000,1500,2000,3000,5000,7000,10000,14000,20000,28000", "requests per second of the ladder, ascending")
 	flag.DurationVar(&f.step, "step", 3*time.Second, "measured length of each rate step")
 	flag.IntVar(&f.repeats, "repeats", 3, "runs of every series, sides alternated")
 	flag.StringVar(&sides, "sides", "weir-http,weir-client,feast", "sides to run: weir-http, weir-client, feast")
