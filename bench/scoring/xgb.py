@@ -10,7 +10,8 @@
                        pred.f32     XGBoost's predictions of the rows
                        meta.json    shapes and versions
     xgb.py time DIR    time XGBoost on the rows and print one JSON line of
-                       ns per prediction: single-row inplace_predict and
+                       ns per prediction: single-row inplace_predict,
+                       its C call (XGBoosterPredictFromDense) alone, and
                        DMatrix+predict per call, a batch of all rows, and
                        the Python loop's own cost; CPU (process time)
                        and wall
@@ -19,6 +20,7 @@ One thread (nthread=1) for XGBoost, as Weir's evaluator runs on one
 goroutine.
 """
 
+import ctypes
 import json
 import os
 import struct
@@ -27,6 +29,8 @@ import time
 
 import numpy as np
 import xgboost as xgb
+from xgboost._data_utils import array_interface  # xgboost 3.2's own, as inplace_predict uses
+from xgboost.core import _LIB, _check_call, c_bst_ulong, make_jcargs
 
 N_FEATURES, N_TREES, DEPTH = 30, 100, 6
 TRAIN_ROWS, BENCH_ROWS = 20000, 10000
@@ -116,6 +120,22 @@ def clock(fn, n_preds, min_s=1.0):
     return cpu / (reps * n_preds), wall / (reps * n_preds)
 
 
+def capi_predict(b):
+    """fn(array_interface) calling XGBoosterPredictFromDense as
+    Booster.inplace_predict does (xgboost 3.2's core.py), minus the Python
+    around it."""
+    cfg = make_jcargs(type=0, training=False, iteration_begin=0, iteration_end=0, missing=float("nan"),
+                      strict_shape=False, cache_id=0)
+    shape, dims, preds = ctypes.POINTER(c_bst_ulong)(), c_bst_ulong(), ctypes.POINTER(ctypes.c_float)()
+    proxy = ctypes.c_void_p()
+
+    def predict(iface):
+        _check_call(_LIB.XGBoosterPredictFromDense(b.handle, iface, cfg, proxy, ctypes.byref(shape),
+                                                   ctypes.byref(dims), ctypes.byref(preds)))
+        return preds[0]
+    return predict
+
+
 def timing(d):
     meta = json.load(open(os.path.join(d, "meta.json")))
     R = np.fromfile(os.path.join(d, "rows.f64"), dtype="<f8").reshape(meta["rows"], meta["features"])
@@ -124,6 +144,11 @@ def timing(d):
     want = np.fromfile(os.path.join(d, "pred.f32"), dtype="<f4")
     if not np.array_equal(b.inplace_predict(R), want):
         sys.exit("XGBoost's predictions changed")
+    capi = capi_predict(b)
+    for i in range(100):
+        got = np.float32(capi(array_interface(R[i:i + 1])))
+        if got != want[i]:
+            sys.exit(f"row {i}: the C call predicts {got}, XGBoost {want[i]}")
     single = [R[i:i + 1] for i in range(1000)]
 
     def loop(f, rows):
@@ -137,6 +162,10 @@ def timing(d):
         # caller pays whatever the model.
         "python_loop": (loop(lambda r: r.shape, single), len(single)),
         "single_inplace": (loop(b.inplace_predict, single), len(single)),
+        # The C call inplace_predict makes, XGBoosterPredictFromDense, with
+        # its arguments (array interface, config) prepared beforehand: the
+        # C library's own cost per single-row call, plus ctypes.
+        "single_capi": (loop(capi_predict(b), [array_interface(r) for r in single]), len(single)),
         "single_dmatrix": (loop(lambda r: b.predict(xgb.DMatrix(r, nthread=1)), single[:200]), 200),
         "batch_inplace": (lambda: b.inplace_predict(R), len(R)),
         # A fresh DMatrix each call: XGBoost caches the predictions of a
