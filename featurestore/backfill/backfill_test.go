@@ -1,0 +1,411 @@
+package backfill_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/goleak"
+
+	"github.com/weirhq/weir/featurestore/backfill"
+	"github.com/weirhq/weir/featurestore/offline"
+	"github.com/weirhq/weir/featurestore/online"
+	"github.com/weirhq/weir/internal/config"
+	"github.com/weirhq/weir/internal/testenv"
+	"github.com/weirhq/weir/schemas"
+	"github.com/weirhq/weir/schemas/registry"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const yaml = `data_dir: DATA
+kafka:
+  client_id: CID
+  commit_interval: 50ms
+redis:
+  key_prefix: PREFIX
+clickhouse:
+  database: DB
+topics:
+  prefix: TOPICS
+  partitions: 3
+  replication: 1
+sources:
+  - name: payments
+    topic: SOURCE
+    schema: transaction
+    key: card_id
+    id: txn_id
+    event_time: event_time
+entities:
+  - name: card
+    key: card_id
+views:
+  - name: card_recent
+    source: payments
+    entity: card
+    ttl: 24h
+    features:
+      - {name: n_10s,   agg: count, window: 10s}
+      - {name: sum_10s, agg: sum,   field: amount, window: 10s}
+      - {name: max_30s, agg: max,   field: amount, window: 30s}
+      - {name: last,    agg: last,  field: amount}
+`
+
+// event is one produced transaction.
+type event struct {
+	card      string
+	id        string
+	time      int64
+	amount    float64
+	partition int32
+	offset    int64
+}
+
+// TestBackfillHandover is the no-gap, no-overlap proof on real Kafka,
+// ClickHouse and Redis. History is produced before and after the replay
+// start T; a producer keeps adding live events while the lane backfills to
+// its cut-over and returns, and while it runs again in follow mode from
+// its handover vector. Then ClickHouse must hold exactly one row per source
+// event at or after T (none before), with the values an independent
+// recomputation gives over those events, and Redis every card's newest row.
+func TestBackfillHandover(t *testing.T) {
+	seeds, kind := testenv.Kafka(t)
+	t.Logf("kafka: %s", kind)
+	rdb, prefix := testenv.Redis(t)
+	conn, db := testenv.ClickHouse(t)
+	t.Setenv("WEIR_KAFKA_BROKERS", strings.Join(seeds, ","))
+	t.Setenv("WEIR_REDIS_ADDR", testenv.RedisAddr(t))
+	t.Setenv("WEIR_CLICKHOUSE_ADDR", testenv.ClickHouseAddr(t))
+	topics := testenv.Name("weir")
+	srcTopic := topics + ".payments"
+	text := strings.NewReplacer("DATA", t.TempDir(), "CID", testenv.Name("cid"), "PREFIX", prefix, "DB", db,
+		"TOPICS", topics, "SOURCE", srcTopic).Replace(yaml)
+	path := filepath.Join(t.TempDir(), "weir.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path, os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	view, _ := cfg.View("card_recent")
+	ctx := context.Background()
+
+	srv, err := registry.Open("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	reg, err := schemas.NewSRClient(hs.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcSerde, err := schemas.NewSerde(ctx, reg, schemas.Subject(srcTopic), schemas.MustParse(schemas.TransactionSchema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rowSerde, err := schemas.NewSerde(ctx, reg, schemas.Subject(cfg.FeaturesTopic(view.Name)), schemas.MustParse(schemas.FeatureRowSchema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	off, err := offline.New(conn, db, cfg.Views)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := off.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	on := online.New(rdb, prefix, cfg.Views)
+
+	prod, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.DefaultProduceTopic(srcTopic), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+
+	// Event times (= Kafka timestamps) rise by 40 ms per event, from 20
+	// minutes ago; T is the time of the 300th event.
+	rng := rand.New(rand.NewPCG(7, 11))
+	base := time.Now().Add(-20 * time.Minute).UnixMilli()
+	var (
+		mu     sync.Mutex
+		events []event
+		next   int
+	)
+	produce := func(n int) {
+		var recs []*kgo.Record
+		var evs []event
+		mu.Lock()
+		for range n {
+			e := event{card: fmt.Sprintf("card-%02d", rng.IntN(25)), id: fmt.Sprintf("tx-%06d", next), time: base + int64(next)*40, amount: math.Round(rng.Float64()*10000) / 100}
+			next++
+			b, err := srcSerde.Encode(&schemas.Transaction{TxnID: e.id, CardID: e.card, Amount: e.amount, EventTime: e.time, Currency: "EUR"})
+			if err != nil {
+				t.Error(err)
+			}
+			recs = append(recs, &kgo.Record{Key: []byte(e.card), Value: b, Timestamp: time.UnixMilli(e.time)})
+			evs = append(evs, e)
+		}
+		mu.Unlock()
+		res := prod.ProduceSync(ctx, recs...)
+		if err := res.FirstErr(); err != nil {
+			t.Error(err)
+			return
+		}
+		at := map[*kgo.Record]int{} // results come in completion order
+		for i, r := range recs {
+			at[r] = i
+		}
+		for _, r := range res {
+			i := at[r.Record]
+			evs[i].partition, evs[i].offset = r.Record.Partition, r.Record.Offset
+		}
+		mu.Lock()
+		events = append(events, evs...)
+		mu.Unlock()
+	}
+	if err := prodCreate(ctx, prod, srcTopic, 3); err != nil {
+		t.Fatal(err)
+	}
+	produce(1500) // history; T falls at event 300
+	from := time.UnixMilli(base + 300*40)
+
+	// Live traffic keeps coming while the lane runs.
+	live, stopLive := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-live.Done():
+				return
+			case <-tick.C:
+				produce(5)
+			}
+		}
+	}()
+	defer stopLive()
+
+	bc := backfill.Config{Cfg: cfg, View: view, From: from, Instance: "test", Kafka: []kgo.Opt{kgo.SeedBrokers(seeds...)},
+		SourceSerde: srcSerde, RowSerde: rowSerde, Online: on, Offline: off, Progress: time.Second, Log: logger(t)}
+	began := time.Now()
+	st1, err := backfill.Run(ctx, bc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("backfill: start %v cut %v handover %v in %s", st1.Start, st1.Cut, st1.Handover, time.Since(began).Round(time.Millisecond))
+	if st1.Resumed {
+		t.Fatal("first run resumed")
+	}
+	for p, c := range st1.Cut {
+		if st1.Handover[p] < c {
+			t.Errorf("partition %d: handover %d before the cut %d", p, st1.Handover[p], c)
+		}
+	}
+
+	// Follow mode: the lane goes on from its handover vector as the live
+	// processor; more live events arrive, then stop.
+	fctx, stopFollow := context.WithCancel(ctx)
+	bc.Follow = true
+	bc.From = time.Time{}
+	done := make(chan error, 1)
+	var st2 backfill.Stats
+	go func() { var err error; st2, err = backfill.Run(fctx, bc); done <- err }()
+	time.Sleep(1500 * time.Millisecond)
+	stopLive()
+	wg.Wait()
+	mu.Lock()
+	want := slices.Clone(events)
+	mu.Unlock()
+	var replayed []event
+	for _, e := range want {
+		if e.time >= from.UnixMilli() {
+			replayed = append(replayed, e)
+		}
+	}
+	// Wait until ClickHouse has a row per replayed event (or time out).
+	table := db + "." + offline.TableName(view.Name, view.Version())
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count(DISTINCT source_partition, source_offset) FROM "+table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if int(n) >= len(replayed) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	stopFollow()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !st2.Resumed {
+		t.Error("follow run did not resume")
+	}
+	for p, h := range st1.Handover {
+		if st2.Start[p] != h {
+			t.Errorf("partition %d: follow run started at %d, handover was %d", p, st2.Start[p], h)
+		}
+	}
+	t.Logf("%d events, %d at or after T; follow handover %v; total %s", len(want), len(replayed), st2.Handover, time.Since(began).Round(time.Millisecond))
+
+	expect := recompute(replayed)
+	type key struct {
+		p   int32
+		off int64
+	}
+	rows, err := conn.Query(ctx, "SELECT source_partition, source_offset, event_id, entity, event_time_ms, revises_offset, n_10s, sum_10s, max_30s, last FROM "+table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[key][]float64{}
+	dups, bad := 0, 0
+	for rows.Next() {
+		var (
+			p                int32
+			o, et, rev       int64
+			id, ent          string
+			n, sum, mx, last float64
+		)
+		if err := rows.Scan(&p, &o, &id, &ent, &et, &rev, &n, &sum, &mx, &last); err != nil {
+			t.Fatal(err)
+		}
+		k := key{p, o}
+		v := []float64{n, sum, mx, last}
+		if prev, ok := got[k]; ok {
+			if !slices.Equal(prev, v) {
+				t.Errorf("%s: two different rows %v and %v", id, prev, v)
+			}
+			dups++ // a retried insert: identical, collapsed by merges
+			continue
+		}
+		got[k] = v
+		w, ok := expect[id]
+		switch {
+		case !ok:
+			if bad++; bad <= 5 {
+				t.Errorf("row of %s (partition %d offset %d, event time %d): not an event at or after T", id, p, o, et)
+			}
+		case w.partition != p || w.offset != o || rev != -1 || !near(w.vals, v):
+			if bad++; bad <= 5 {
+				t.Errorf("%s: got %d/%d %v (revises %d), want %d/%d %v", id, p, o, v, rev, w.partition, w.offset, w.vals)
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	missing := 0
+	for id, w := range expect {
+		if _, ok := got[key{w.partition, w.offset}]; !ok {
+			if missing++; missing <= 5 {
+				t.Errorf("no row for %s (partition %d offset %d)", id, w.partition, w.offset)
+			}
+		}
+	}
+	t.Logf("%d rows, %d identical duplicates, %d wrong, %d missing", len(got), dups, bad, missing)
+
+	// Redis holds each card's newest row.
+	newest := map[string]expected{}
+	for _, e := range replayed {
+		newest[e.card] = expect[e.id]
+	}
+	var keys []online.Key
+	for c := range newest {
+		keys = append(keys, online.Key{View: view.Name, Version: view.Version(), Entity: c})
+	}
+	rs, found, err := on.GetMany(ctx, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, k := range keys {
+		w := newest[k.Entity]
+		g := rs[i]
+		if !found[i] || g.Offset != w.offset || !near(w.vals, []float64{g.Values["n_10s"], g.Values["sum_10s"], g.Values["max_30s"], g.Values["last"]}) {
+			t.Errorf("Redis %s: %+v (found %v), want offset %d %v", k.Entity, g, found[i], w.offset, w.vals)
+		}
+	}
+}
+
+type expected struct {
+	partition int32
+	offset    int64
+	vals      []float64
+}
+
+// recompute is the batch oracle: per card, in event-time order, count and
+// sum over (t-10s, t], max over (t-30s, t], and the last amount, over the
+// replayed events only.
+func recompute(evs []event) map[string]expected {
+	by := map[string][]event{}
+	for _, e := range evs {
+		by[e.card] = append(by[e.card], e)
+	}
+	out := map[string]expected{}
+	for _, es := range by {
+		slices.SortFunc(es, func(a, b event) int { return int(a.time - b.time) })
+		for i, e := range es {
+			var n, sum float64
+			mx := math.Inf(-1)
+			for j := i; j >= 0 && es[j].time > e.time-30_000; j-- {
+				if es[j].time > e.time-10_000 {
+					n++
+					sum += es[j].amount
+				}
+				mx = max(mx, es[j].amount)
+			}
+			out[e.id] = expected{e.partition, e.offset, []float64{n, sum, mx, e.amount}}
+		}
+	}
+	return out
+}
+
+func near(a, b []float64) bool {
+	for i := range a {
+		if math.Abs(a[i]-b[i]) > 1e-9*max(1, math.Abs(a[i])) {
+			return false
+		}
+	}
+	return len(a) == len(b)
+}
+
+func logger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func prodCreate(ctx context.Context, cl *kgo.Client, topic string, p int32) error {
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, p, 1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	return err
+}
