@@ -84,6 +84,12 @@ bench:
 	@echo "==> go test -run '^$$' -bench . -benchmem ./..."
 	@go test -run '^$$' -bench . -benchmem ./...
 
+.PHONY: bench-materialize
+## bench-materialize: materializer throughput from a real features topic into ClickHouse and Redis (rows/s, rows/s per writer core), and produce-to-served freshness at 10k events/s (docs/benchmarks.md)
+bench-materialize: setup
+	@echo "==> . $(DATA)/env && go run ./bench/materialize $(BENCH_ARGS)"
+	@. $(DATA)/env && go run ./bench/materialize $(BENCH_ARGS)
+
 .PHONY: bench-scoring
 ## bench-scoring: Weir's XGBoost evaluator vs XGBoost's C library (through its Python package) and the Go library leaves, same model and rows, single-row calls and batches (docs/benchmarks.md); needs only the Python venv
 bench-scoring:

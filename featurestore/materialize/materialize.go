@@ -36,6 +36,7 @@
 package materialize
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -67,6 +68,14 @@ import (
 // sink must not keep rows after it returns.
 type FeatureWriter interface {
 	Write(ctx context.Context, rows []schemas.FeatureRow) error
+}
+
+// BatchHinter is a FeatureWriter that says how it prefers its batches:
+// NewFeatures takes a Config's zero MaxBatch and Linger from it.
+// offline.Store asks for large batches (ClickHouse writes a part per
+// INSERT); online.Store states no preference.
+type BatchHinter interface {
+	BatchHint() (maxRows int, linger time.Duration)
 }
 
 // LabelWriter is the sink of the labels materializer (offline.Store fits),
@@ -184,7 +193,14 @@ func NewFeatures(cfg Config, view *config.View, serde *schemas.Serde, sink Featu
 		}
 		return nil
 	}
-	return newMaterializer(cfg, &typed[schemas.FeatureRow]{serde: serde, check: check, sink: sink.Write}, log, reg)
+	if cfg.MaxBatch == 0 || cfg.Linger == 0 {
+		if h, ok := sink.(BatchHinter); ok {
+			rows, linger := h.BatchHint()
+			cfg.MaxBatch = cmp.Or(cfg.MaxBatch, rows)
+			cfg.Linger = cmp.Or(cfg.Linger, linger)
+		}
+	}
+	return newMaterializer(cfg, &typed[schemas.FeatureRow]{serde: serde, check: check, sink: sink.Write, recycle: recycleRow}, log, reg)
 }
 
 // NewLabels returns a materializer of the labels topic (cfg.Topic) into
@@ -209,27 +225,64 @@ type typed[T any] struct {
 	serde *schemas.Serde
 	check func(*T) error // nil: every decoded record is accepted
 	sink  func(context.Context, []T) error
-	items []T
+	// recycle, if set, prepares an item of the previous batch to be decoded
+	// into again: it must leave the item equal to a zero T but may keep
+	// capacity. Without it items are zeroed.
+	recycle func(*T)
+	items   []T
 }
 
-func (b *typed[T]) reset()   { clear(b.items); b.items = b.items[:0] }
+// reset empties the batch. With recycle the items stay in the backing array
+// (the sink does not keep them), so the next batch decodes into them and
+// reuses their slices: one allocation less per row.
+func (b *typed[T]) reset() {
+	if b.recycle == nil {
+		clear(b.items) // release what the items hold
+	}
+	b.items = b.items[:0]
+}
+
 func (b *typed[T]) len() int { return len(b.items) }
 
 func (b *typed[T]) add(ctx context.Context, rec *kgo.Record) error {
-	var v T
-	if err := b.serde.Decode(ctx, rec.Value, &v); err != nil {
+	n := len(b.items)
+	if n < cap(b.items) {
+		b.items = b.items[:n+1]
+		if b.recycle != nil {
+			b.recycle(&b.items[n])
+		} else {
+			var zero T
+			b.items[n] = zero
+		}
+	} else {
+		var zero T
+		b.items = append(b.items, zero)
+	}
+	v := &b.items[n]
+	if err := b.serde.Decode(ctx, rec.Value, v); err != nil {
+		b.items = b.items[:n]
 		if transient(err) {
 			return err
 		}
 		return &skipError{reason: "undecodable", err: err}
 	}
 	if b.check != nil {
-		if err := b.check(&v); err != nil {
+		if err := b.check(v); err != nil {
+			b.items = b.items[:n]
 			return &skipError{reason: "other_view", err: err}
 		}
 	}
-	b.items = append(b.items, v)
 	return nil
+}
+
+// recycleRow zeroes a decoded row but keeps its Values array: the decoder
+// grows a slice in place when its capacity suffices. Every element up to
+// the capacity is zeroed too, since the decoder leaves an empty array (a
+// value's list or labels) as it finds it.
+func recycleRow(r *schemas.FeatureRow) {
+	vals := r.Values[:cap(r.Values)]
+	clear(vals)
+	*r = schemas.FeatureRow{Values: vals[:0]}
 }
 
 func (b *typed[T]) write(ctx context.Context) error { return b.sink(ctx, b.items) }
