@@ -35,6 +35,15 @@
 // so the rows written before read as first versions of sliding rows, and
 // window_end_ms and the array columns are added as plain columns.
 //
+// Adding a feature to a view changes its definition, so its version
+// (config.View.Version hashes the definition) and its table: the old
+// version's table stays as it was, and serving and training sets that name
+// it are unaffected. Inherit starts the new version's table from the old
+// one's history without rewriting it: the old partitions are attached (hard
+// links to the same parts) and the added features' columns are added with
+// DEFAULT nan, a metadata-only ALTER, so the rows from before read NaN for
+// them (see Inherit).
+//
 // Labels go to one table, labels (txn_id, card_id, event_time, event_time_ms,
 // label_time_ms, is_fraud UInt8, ingested_at), ReplacingMergeTree ordered by
 // (card_id, event_time_ms, txn_id, label_time_ms): a retried label collapses,
@@ -107,8 +116,9 @@ type viewKey struct{ name, version string }
 // view is a configured view version and its table.
 type view struct {
 	name, version string
-	table         string // database-qualified, quoted
-	tableName     string // unqualified, unquoted
+	def           config.View // the definition it was built from
+	table         string      // database-qualified, quoted
+	tableName     string      // unqualified, unquoted
 	ttlMs         int64
 	features      []string
 	index         map[string]int // feature name -> position
@@ -136,7 +146,7 @@ func New(conn driver.Conn, database string, views []config.View) (*Store, error)
 	s := &Store{conn: conn, db: database, views: make(map[viewKey]*view, len(views))}
 	for i := range views {
 		cv := &views[i]
-		v := &view{name: cv.Name, version: cv.Version(), ttlMs: cv.TTL.D().Milliseconds(), index: map[string]int{}}
+		v := &view{name: cv.Name, version: cv.Version(), def: *cv, ttlMs: cv.TTL.D().Milliseconds(), index: map[string]int{}}
 		if !identifier.MatchString(v.name) {
 			return nil, fmt.Errorf("offline: view name %q is not an identifier", v.name)
 		}
