@@ -33,6 +33,7 @@ var commands = map[string]command{
 	"features": {"feature views and their stores: weir features list|describe|get|rebuild-online|verify", cmdFeatures},
 	"models":   {"show the model registry: weir models list", cmdModels},
 	"doctor":   {"check that Kafka, the registry, Redis and ClickHouse answer", cmdDoctor},
+	"backfill": {"compute a view version's history from a Kafka replay, then hand over to the live stream", cmdBackfill},
 	"registry": {"serve a persisted Confluent-compatible schema registry", cmdRegistry},
 
 	"training-set": {"point-in-time training set of a spine (CSV, Parquet, ClickHouse) to Parquet, CSV or ClickHouse", cmdTrainingSet},
