@@ -3,9 +3,10 @@
 Trains small models with PyPI xgboost and lightgbm (versions pinned in
 deploy/local/requirements.txt) on generated data, saves each model as the
 library writes it, and writes, per model, input rows and the library's own
-predictions. The Go tests (xgboost_test.go, lightgbm_test.go) read these
-files and nothing regenerates them at test time. Rerun after changing this
-script or the pinned versions, and commit the output:
+predictions. The Go tests (golden_test.go: TestXGBoostGolden,
+TestLightGBMGolden) read these files and nothing regenerates them at test
+time. The script is deterministic (fixed seeds, one thread): rerun it after
+changing it or the pinned versions, and commit the output:
 
     . .weir/env && $WEIR_PYTHON scoring/model/testdata/gen.py
 
