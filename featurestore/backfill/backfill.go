@@ -44,6 +44,9 @@ type Config struct {
 	SourceSerde, RowSerde *schemas.Serde
 	// Online and Offline are the stores (online.Store, offline.Store).
 	Online, Offline materialize.FeatureWriter
+	// MaxBatch bounds the source records per lane transaction (default:
+	// the loop's, 10,000).
+	MaxBatch int
 	// Progress is how often progress is logged (default 5s).
 	Progress time.Duration
 	Log      *slog.Logger
@@ -199,7 +202,7 @@ func Run(ctx context.Context, c Config) (Stats, error) {
 		Stage: "backfill." + c.View.Name, Group: n.Group, TransactionalID: n.TransactionID, InstanceID: n.TransactionID,
 		AtLeastOnce: c.Cfg.Kafka.Guarantee == config.GuaranteeAtLeastOnce,
 		Topics:      []string{n.SourceTopic}, DeadLetterTopic: c.Cfg.DeadLetterTopic(),
-		CommitInterval: c.Cfg.Kafka.CommitInterval.D(), Opts: c.Kafka,
+		CommitInterval: c.Cfg.Kafka.CommitInterval.D(), MaxBatch: c.MaxBatch, Opts: c.Kafka,
 	}, task, log.With("role", "backfill"), c.Metrics)
 	var mats []*materialize.Materializer
 	for _, m := range []struct {
@@ -256,8 +259,15 @@ func Run(ctx context.Context, c Config) (Stats, error) {
 		st.Handover = h
 	}
 	st.Elapsed = time.Since(began)
-	if err != nil && !(c.Follow && ctx.Err() != nil) {
-		return st, err
+	switch {
+	case c.Follow && ctx.Err() != nil:
+		err = nil // following ends when ctx does
+	case err == nil && ctx.Err() != nil:
+		err = ctx.Err() // stopped before the cut-over
+	}
+	if err != nil {
+		log.Warn("backfill stopped before the cut-over: run it again to continue from the handover offsets", "handover", st.Handover, "err", err)
+		return st, fmt.Errorf("backfill %s@%s: %w", c.View.Name, c.View.Version(), err)
 	}
 	log.Info("backfill stopped", "handover", st.Handover, "elapsed", st.Elapsed.Round(time.Millisecond))
 	return st, nil

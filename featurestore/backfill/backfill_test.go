@@ -2,9 +2,11 @@ package backfill_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net/http/httptest"
@@ -204,16 +206,54 @@ func TestBackfillHandover(t *testing.T) {
 	}()
 	defer stopLive()
 
-	bc := backfill.Config{Cfg: cfg, View: view, From: from, Instance: "test", Kafka: []kgo.Opt{kgo.SeedBrokers(seeds...)},
-		SourceSerde: srcSerde, RowSerde: rowSerde, Online: on, Offline: off, Progress: time.Second, Log: logger(t)}
+	bc := backfill.Config{Cfg: cfg, View: view, Instance: "test", Kafka: []kgo.Opt{kgo.SeedBrokers(seeds...)},
+		SourceSerde: srcSerde, RowSerde: rowSerde, Online: on, Offline: off, MaxBatch: 150, Progress: time.Second, Log: logger(t)}
+	if _, err := backfill.Run(ctx, bc); err == nil || !strings.Contains(err.Error(), "-from: required") {
+		t.Fatalf("a first run without From: %v, want an error naming -from", err)
+	}
+	bc.From = from
 	began := time.Now()
+
+	// Run 1 is interrupted once the lane has committed a transaction: it
+	// reports its handover offsets, where run 2 continues.
+	adm := kadm.NewClient(prod)
+	lane := backfill.LaneNames(cfg, view, bc.Instance)
+	lo, err := adm.ListOffsetsAfterMilli(ctx, from.UnixMilli(), srcTopic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	starts := map[int32]int64{}
+	lo.Each(func(o kadm.ListedOffset) { starts[o.Partition] = o.Offset })
+	ictx, interrupt := context.WithCancel(ctx)
+	go func() {
+		defer interrupt()
+		for ictx.Err() == nil {
+			if got, err := adm.FetchOffsets(ictx, lane.Group); err == nil {
+				moved := false
+				got.Each(func(o kadm.OffsetResponse) { moved = moved || o.At > 0 && o.At != starts[o.Partition] })
+				if moved {
+					return
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	st0, err := backfill.Run(ictx, bc)
+	if err == nil {
+		t.Log("run 1 reached its cut-over before the interrupt")
+	} else if !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	interrupt()
+	t.Logf("run 1 (interrupted): start %v handover %v", st0.Start, st0.Handover)
+
 	st1, err := backfill.Run(ctx, bc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("backfill: start %v cut %v handover %v in %s", st1.Start, st1.Cut, st1.Handover, time.Since(began).Round(time.Millisecond))
-	if st1.Resumed {
-		t.Fatal("first run resumed")
+	t.Logf("run 2: start %v cut %v handover %v in %s", st1.Start, st1.Cut, st1.Handover, time.Since(began).Round(time.Millisecond))
+	if !st1.Resumed || !maps.Equal(st1.Start, st0.Handover) {
+		t.Fatalf("run 2 started at %v (resumed %v), run 1 handed over at %v", st1.Start, st1.Resumed, st0.Handover)
 	}
 	for p, c := range st1.Cut {
 		if st1.Handover[p] < c {
