@@ -449,3 +449,39 @@ func prodCreate(ctx context.Context, cl *kgo.Client, topic string, p int32) erro
 	}
 	return err
 }
+
+// TestConfigErrors: a backfill's config errors name the flag or field, and
+// come before any service is reached.
+func TestConfigErrors(t *testing.T) {
+	text := strings.NewReplacer("DATA", t.TempDir(), "CID", "cid", "PREFIX", "p", "DB", "db", "TOPICS", "weir", "SOURCE", "tx").Replace(yaml) + `  - name: merchant_recent
+    source: payments
+    entity: merchant
+    ttl: 24h
+    features:
+      - {name: n_1m, agg: count, window: 1m}
+`
+	text = strings.Replace(text, "entities:\n", "entities:\n  - name: merchant\n    key: merchant_id\n", 1)
+	path := filepath.Join(t.TempDir(), "weir.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path, os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	merchant, _ := cfg.View("merchant_recent")
+	card, _ := cfg.View("card_recent")
+	for _, tc := range []struct {
+		c    backfill.Config
+		want string
+	}{
+		{backfill.Config{Cfg: cfg}, "-view"},
+		{backfill.Config{Cfg: cfg, View: merchant, Instance: "i"}, "views[merchant_recent].entity"},
+		{backfill.Config{Cfg: cfg, View: card}, "-instance"},
+	} {
+		_, err := backfill.Run(context.Background(), tc.c)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("got %v, want an error naming %s", err, tc.want)
+		}
+	}
+}
