@@ -41,7 +41,7 @@ type Ensemble struct {
 
 	nodes   []node
 	leafVal []float64 // per node; the value of leaves
-	aux     []uint8   // per node: auxCatLeft, auxDefLeft for special splits
+	aux     []uint8   // per node: the aux bits of a special split (see decide)
 	roots   []uint32  // first node of each tree
 	depth   []uint8   // steps from each tree's root to its deepest leaf
 	depth8  []uint8   // the deepest of trees 8c..8c+7, for the full groups of eight
@@ -332,8 +332,9 @@ func sum[F float32 | float64](nodes []node, leafVal []float64, roots []uint32, d
 	return acc
 }
 
-// decide is the split the fast step cannot take: categorical and
-// zero-as-missing splits.
+// decide is the split the fast step cannot take: categorical splits,
+// LightGBM's zero-as-missing splits and its splits at thresholds within
+// 1e-35 of zero.
 func (e *Ensemble) decide(i uint32, x []float64) uint32 {
 	n, aux := &e.nodes[i], e.aux[i]
 	v := x[n.feat&featMask]
