@@ -18,6 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/ext"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/column"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
@@ -65,6 +69,15 @@ views:
       - {name: sum_10s, agg: sum,   field: amount, window: 10s}
       - {name: max_30s, agg: max,   field: amount, window: 30s}
       - {name: last,    agg: last,  field: amount}
+  - name: card_windows
+    source: payments
+    entity: card
+    ttl: 24h
+    kind: tumbling
+    window: 5s
+    features:
+      - {name: w_n,   agg: count}
+      - {name: w_sum, agg: sum, field: amount}
 `
 
 // event is one produced transaction.
@@ -261,14 +274,25 @@ func TestBackfillHandover(t *testing.T) {
 		}
 	}
 
-	// Follow mode: the lane goes on from its handover vector as the live
+	// A tumbling view's lane: its open windows cross the handover in the
+	// lane's changelog.
+	windows, _ := cfg.View("card_windows")
+	wc := bc
+	wc.View = windows
+	wst1, err := backfill.Run(ctx, wc)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Follow mode: each lane goes on from its handover vector as the live
 	// processor; more live events arrive, then stop.
 	fctx, stopFollow := context.WithCancel(ctx)
-	bc.Follow = true
-	bc.From = time.Time{}
-	done := make(chan error, 1)
-	var st2 backfill.Stats
+	bc.Follow, wc.Follow = true, true
+	bc.From, wc.From = time.Time{}, time.Time{}
+	done := make(chan error, 2)
+	var st2, wst2 backfill.Stats
 	go func() { var err error; st2, err = backfill.Run(fctx, bc); done <- err }()
+	go func() { var err error; wst2, err = backfill.Run(fctx, wc); done <- err }()
 	time.Sleep(1500 * time.Millisecond)
 	stopLive()
 	wg.Wait()
@@ -281,23 +305,36 @@ func TestBackfillHandover(t *testing.T) {
 			replayed = append(replayed, e)
 		}
 	}
-	// Wait until ClickHouse has a row per replayed event (or time out).
+	// Wait until ClickHouse has a row per replayed event and per closed
+	// window (or time out).
 	table := db + "." + offline.TableName(view.Name, view.Version())
+	wtable := db + "." + offline.TableName(windows.Name, windows.Version())
+	wexpect, required := recomputeWindows(replayed, want, 5000)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		var n uint64
+		var n, w uint64
 		if err := conn.QueryRow(ctx, "SELECT count(DISTINCT source_partition, source_offset) FROM "+table).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		if int(n) >= len(replayed) || time.Now().After(deadline) {
+		qctx := clickhouse.Context(ctx, clickhouse.WithExternalTable(requiredTable(t, required)))
+		if err := conn.QueryRow(qctx, "SELECT count(DISTINCT entity, window_start_ms) FROM "+wtable+" WHERE (entity, window_start_ms) IN (SELECT entity, window_start_ms FROM weir_required)").Scan(&w); err != nil {
+			t.Fatal(err)
+		}
+		if int(n) >= len(replayed) && int(w) >= len(required) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	stopFollow()
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
 	}
+	if !wst2.Resumed || !maps.Equal(wst2.Start, wst1.Handover) {
+		t.Errorf("windows lane: follow run started at %v (resumed %v), handover was %v", wst2.Start, wst2.Resumed, wst1.Handover)
+	}
+	checkWindows(t, conn, wtable, wexpect, required)
 	if !st2.Resumed {
 		t.Error("follow run did not resume")
 	}
@@ -384,6 +421,99 @@ func TestBackfillHandover(t *testing.T) {
 			t.Errorf("Redis %s: %+v (found %v), want offset %d %v", k.Entity, g, found[i], w.offset, w.vals)
 		}
 	}
+}
+
+type window struct {
+	card  string
+	start int64
+}
+
+// recomputeWindows is the tumbling oracle: count and sum per card and
+// window [start, start+size) over the replayed events; required are the
+// windows that must have closed: those ending a second or more before their
+// partition's newest event time (the watermark, out_of_order being 0).
+func recomputeWindows(replayed, all []event, size int64) (map[window][2]float64, map[window]bool) {
+	wm := map[int32]int64{}
+	part := map[string]int32{}
+	for _, e := range all {
+		wm[e.partition] = max(wm[e.partition], e.time)
+		part[e.card] = e.partition
+	}
+	out := map[window][2]float64{}
+	for _, e := range replayed {
+		w := window{e.card, e.time / size * size}
+		v := out[w]
+		out[w] = [2]float64{v[0] + 1, v[1] + e.amount}
+	}
+	required := map[window]bool{}
+	for w := range out {
+		if w.start+size+1000 <= wm[part[w.card]] {
+			required[w] = true
+		}
+	}
+	return out, required
+}
+
+// checkWindows: one final row per closed window, with the oracle's values;
+// every required window present.
+func checkWindows(t *testing.T, conn driver.Conn, table string, expect map[window][2]float64, required map[window]bool) {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), "SELECT entity, window_start_ms, revises_offset, w_n, w_sum FROM "+table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[window][2]float64{}
+	bad, dups := 0, 0
+	for rows.Next() {
+		var (
+			w      window
+			rev    int64
+			n, sum float64
+		)
+		if err := rows.Scan(&w.card, &w.start, &rev, &n, &sum); err != nil {
+			t.Fatal(err)
+		}
+		if prev, ok := got[w]; ok {
+			if prev != [2]float64{n, sum} {
+				t.Errorf("window %v: two rows %v and %v", w, prev, [2]float64{n, sum})
+			}
+			dups++
+			continue
+		}
+		got[w] = [2]float64{n, sum}
+		e, ok := expect[w]
+		if rev != -1 || !ok || !near(e[:], []float64{n, sum}) {
+			if bad++; bad <= 5 {
+				t.Errorf("window %v: got %v (revises %d), want %v (known %v)", w, [2]float64{n, sum}, rev, e, ok)
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	missing := 0
+	for w := range required {
+		if _, ok := got[w]; !ok {
+			if missing++; missing <= 5 {
+				t.Errorf("no row for closed window %v", w)
+			}
+		}
+	}
+	t.Logf("windows: %d rows (%d required closed), %d identical duplicates, %d wrong, %d missing", len(got), len(required), dups, bad, missing)
+}
+
+// requiredTable sends the required windows as an external table.
+func requiredTable(t *testing.T, required map[window]bool) *ext.Table {
+	tb, err := ext.NewTable("weir_required", ext.Column("entity", column.Type("String")), ext.Column("window_start_ms", column.Type("Int64")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for w := range required {
+		if err := tb.Append(w.card, w.start); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return tb
 }
 
 type expected struct {
