@@ -150,6 +150,16 @@ func Run(ctx context.Context, c Config) (Stats, error) {
 		return st, fmt.Errorf("backfill: %w", err)
 	}
 
+	// Refuse to become a second writer of the version: check before the
+	// lane's offsets are set, so a refused first run leaves no lane.
+	guard := func(pos map[int32]int64) error {
+		row, err := foreignRow(ctx, adm, c.Kafka, n.FeaturesTopic, c.RowSerde, c.View.Version(), pos)
+		if err != nil || row == nil {
+			return err
+		}
+		return fmt.Errorf("backfill: views[%s]: %s already holds a row of version %s for source partition %d offset %d, which this lane has not processed (it is at %d): another processor computes this version; run the source's processor with the definition it had, then backfill",
+			c.View.Name, n.FeaturesTopic, c.View.Version(), row.SourcePartition, row.SourceOffset, pos[row.SourcePartition])
+	}
 	// The lane's start: its committed offsets, or the offsets at From.
 	committed, err := groupOffsets(ctx, adm, n.Group, n.SourceTopic)
 	if err != nil {
@@ -157,12 +167,18 @@ func Run(ctx context.Context, c Config) (Stats, error) {
 	}
 	if len(committed) > 0 {
 		st.Resumed, st.Start = true, committed
+		if err := guard(committed); err != nil {
+			return st, err
+		}
 		log.Info("backfill resumes the lane at its committed offsets", "group", n.Group, "offsets", committed)
 	} else {
 		if c.From.IsZero() {
 			return st, fmt.Errorf("backfill: -from: required on a lane's first run (group %s has no offsets)", n.Group)
 		}
 		if st.Start, err = offsetsAt(ctx, adm, n.SourceTopic, c.From); err != nil {
+			return st, err
+		}
+		if err := guard(st.Start); err != nil {
 			return st, err
 		}
 		// The materializers start at the features topic's end: the lane has

@@ -401,6 +401,28 @@ func TestBackfillHandover(t *testing.T) {
 	}
 	t.Logf("%d rows, %d identical duplicates, %d wrong, %d missing", len(got), dups, bad, missing)
 
+	// Another writer of the version (a main processor computing it too) is
+	// refused before the lane goes on.
+	foreign := schemas.FeatureRow{Entity: "card-00", View: view.Name, ViewVersion: view.Version(), EventTime: base, KnownTime: base,
+		SourceTopic: srcTopic, SourcePartition: 0, SourceOffset: st2.Handover[0] + 100, RevisesOffset: -1, EventID: "foreign",
+		Values: []schemas.FeatureValue{{Name: "n_10s", Value: 1}, {Name: "sum_10s", Value: 1}, {Name: "max_30s", Value: 1}, {Name: "last", Value: 1}}}
+	fb, err := rowSerde.Encode(&foreign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manual, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer manual.Close()
+	if err := manual.ProduceSync(ctx, &kgo.Record{Topic: cfg.FeaturesTopic(view.Name), Partition: 0, Key: []byte("card-00"), Value: fb}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	bc.Follow = false
+	if _, err := backfill.Run(ctx, bc); err == nil || !strings.Contains(err.Error(), "views[card_recent]: ") || !strings.Contains(err.Error(), "another processor computes this version") {
+		t.Errorf("a foreign row of the version: %v, want a refusal naming views[card_recent]", err)
+	}
+
 	// Redis holds each card's newest row.
 	newest := map[string]expected{}
 	for _, e := range replayed {

@@ -58,7 +58,11 @@
 // the definition it had (a weir.yaml without the new version) and the lane
 // with Follow; materializers and serving may use the new weir.yaml (a
 // materializer of the new version writes the lane's rows again, which is
-// idempotent). Folding a lane into the main processor is not built.
+// idempotent). Before the lane starts, a run reads the last GuardTail
+// records of each features-topic partition and refuses, naming the view,
+// when one is a row of the version for a source offset the lane has not
+// processed: someone else computes the version. Folding a lane into the
+// main processor is not built.
 //
 // Rows of events within a window's length after the replay start see only
 // the replayed events: start a window (plus the view's lateness) before the
