@@ -364,7 +364,8 @@ func caughtUp(ctx context.Context, adm *kadm.Client, opts []kgo.Opt, group, topi
 	// hides) mean done.
 	rc, err := kgo.NewClient(append(slices.Clone(opts),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: behind}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())...)
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords(),
+		kgo.FetchMaxBytes(1<<20), kgo.FetchMaxPartitionBytes(1<<20))...) // the first data record decides
 	if err != nil {
 		return false, err
 	}
