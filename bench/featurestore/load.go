@@ -41,6 +41,10 @@ type series struct {
 	Repeat  int          `json:"repeat"`
 	Steps   []stepResult `json:"steps"`
 	MaxRate float64      `json:"max_sustained_rate"` // the best achieved rate of a sustained step
+	// PerServerCPU is answered requests per CPU second of the side's server
+	// processes over the sustained steps: what the server costs, which
+	// other processes on the machine disturb far less than rates.
+	PerServerCPU float64 `json:"requests_per_server_cpu_second"`
 }
 
 // warm sends n requests one after another (connections, caches, lazy
@@ -58,6 +62,12 @@ func ladder(ctx context.Context, f *flags, side string, batch, repeat int, t tar
 	s := &series{Side: side, Batch: batch, Repeat: repeat}
 	fmt.Printf("--- %s, batch %d, repeat %d\n", side, batch, repeat+1)
 	offset := 0
+	var cpuSec, answered float64
+	defer func() {
+		if cpuSec > 0 {
+			s.PerServerCPU = answered / cpuSec
+		}
+	}()
 	for _, rate := range f.rates {
 		if ctx.Err() != nil {
 			break
@@ -84,6 +94,8 @@ func ladder(ctx context.Context, f *flags, side string, batch, repeat int, t tar
 			break
 		}
 		s.MaxRate = max(s.MaxRate, r.Achieved)
+		cpuSec += r.CPU.Server
+		answered += float64(r.Sent - r.Errors)
 		time.Sleep(200 * time.Millisecond) // let the last step's connections settle
 	}
 	return s

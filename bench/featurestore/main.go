@@ -195,7 +195,10 @@ func run(ctx context.Context, f *flags) error {
 	rep.summarize(f)
 	rep.print(os.Stdout)
 	out := filepath.Join(f.work, "results.json")
-	b, _ := json.MarshalIndent(rep, "", "  ")
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
 	if err := os.WriteFile(out, b, 0o644); err != nil {
 		return err
 	}

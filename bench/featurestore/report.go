@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"math"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -36,7 +35,7 @@ type spread struct {
 
 func spreadOf(xs []float64) spread {
 	if len(xs) == 0 {
-		return spread{Median: math.NaN(), Min: math.NaN(), Max: math.NaN()}
+		return spread{} // N 0: nothing measured
 	}
 	s := slices.Clone(xs)
 	slices.Sort(s)
@@ -47,13 +46,40 @@ func spreadOf(xs []float64) spread {
 	return spread{Median: m, Min: s[0], Max: s[len(s)-1], N: len(s)}
 }
 
-// throughputRow is one batch size's highest sustained rates and ratios.
+// throughputRow is one batch size's highest sustained rates, requests per
+// server CPU second, and their ratios.
 type throughputRow struct {
 	Batch int               `json:"batch"`
 	Sides map[string]spread `json:"max_sustained_rate"` // by side
 	// Ratios of medians, Weir over Feast, by Weir side; with the range
-	// [min Weir / max Feast, max Weir / min Feast].
-	Ratios map[string]spread `json:"ratio_over_feast,omitempty"`
+	// [min Weir / max Feast, max Weir / min Feast]; 0 where Feast sustained
+	// no step.
+	Ratios    map[string]spread `json:"ratio_over_feast,omitempty"`
+	PerCPU    map[string]spread `json:"requests_per_server_cpu_second"`
+	PerCPURat map[string]spread `json:"per_cpu_ratio_over_feast,omitempty"`
+}
+
+// div is a/b, or 0 when b is not positive.
+func div(a, b float64) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return a / b
+}
+
+// ratios divides each Weir side's spread by Feast's.
+func ratios(sides map[string]spread) map[string]spread {
+	fs, ok := sides["feast"]
+	if !ok {
+		return nil
+	}
+	out := map[string]spread{}
+	for side, ws := range sides {
+		if side != "feast" {
+			out[side] = spread{Median: div(ws.Median, fs.Median), Min: div(ws.Min, fs.Max), Max: div(ws.Max, fs.Min), N: min(ws.N, fs.N)}
+		}
+	}
+	return out
 }
 
 // latencyRow is one batch size and rate: the medians over repeats of the
@@ -72,24 +98,18 @@ type latencyCell struct {
 
 func (r *report) summarize(f *flags) {
 	for _, b := range f.batches {
-		row := throughputRow{Batch: b, Sides: map[string]spread{}}
+		row := throughputRow{Batch: b, Sides: map[string]spread{}, PerCPU: map[string]spread{}}
 		for _, side := range f.sides {
-			var xs []float64
+			var xs, ys []float64
 			for _, s := range r.Series {
 				if s.Side == side && s.Batch == b {
 					xs = append(xs, s.MaxRate)
+					ys = append(ys, s.PerServerCPU)
 				}
 			}
-			row.Sides[side] = spreadOf(xs)
+			row.Sides[side], row.PerCPU[side] = spreadOf(xs), spreadOf(ys)
 		}
-		if fs, ok := row.Sides["feast"]; ok && fs.Median > 0 {
-			row.Ratios = map[string]spread{}
-			for _, side := range f.sides {
-				if ws := row.Sides[side]; side != "feast" {
-					row.Ratios[side] = spread{Median: ws.Median / fs.Median, Min: ws.Min / fs.Max, Max: ws.Max / fs.Min, N: min(ws.N, fs.N)}
-				}
-			}
-		}
+		row.Ratios, row.PerCPURat = ratios(row.Sides), ratios(row.PerCPU)
 		r.Throughput = append(r.Throughput, row)
 		for _, rate := range f.rates {
 			lr := latencyRow{Batch: b, Rate: rate, Sides: map[string]latencyCell{}}
@@ -147,6 +167,23 @@ func (r *report) print(w io.Writer) {
 		}
 		for _, s := range sides {
 			if q, ok := row.Ratios[s]; ok {
+				ratios = append(ratios, fmt.Sprintf("%s %.1fx [%.1f-%.1f]", s, q.Median, q.Min, q.Max))
+			}
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\n", row.Batch, strings.Join(cells, "\t"), strings.Join(ratios, ", "))
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\nrequests per CPU second of the server processes, over the sustained steps (median [min-max] of repeats)")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "batch\t%s\tratios over feast\n", strings.Join(sides, "\t"))
+	for _, row := range r.Throughput {
+		var cells, ratios []string
+		for _, s := range sides {
+			sp := row.PerCPU[s]
+			cells = append(cells, fmt.Sprintf("%.0f [%.0f-%.0f]", sp.Median, sp.Min, sp.Max))
+		}
+		for _, s := range sides {
+			if q, ok := row.PerCPURat[s]; ok {
 				ratios = append(ratios, fmt.Sprintf("%s %.1fx [%.1f-%.1f]", s, q.Median, q.Min, q.Max))
 			}
 		}
