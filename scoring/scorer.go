@@ -4,11 +4,29 @@
 // the model registry in scoring/registry; rollout arms other than the
 // champion (challenger, shadow, canary) are a later issue.
 //
+// # Vectors and missing features
+//
+// The vector follows the champion record's Features, which the registry
+// verified against the artifact (by name where it names its features, by
+// position otherwise). A feature that is absent or not finite is missing:
+// a tree model (xgboost-json, lightgbm-text) scores it as NaN, so each
+// split's default direction takes it, as in the library; a
+// logistic-regression model scores it with the configured default
+// (models[].defaults for that feature, else models[].default, else 0).
+// Either way the prediction logs it with age_ms -1 and it is counted.
+//
+// # Multi-class models
+//
+// The score of a multi-class model is the probability of
+// models[].positive_class. A multi-class champion with no positive class
+// configured, or one it does not have, is not used: Score returns
+// ErrMultiClass and the event is not scored.
+//
 // # Metrics
 //
 //	weir_scoring_predictions_total{model}          predictions made
 //	weir_scoring_no_champion_total{model}          events not scored: no champion loaded yet
-//	weir_scoring_missing_features_total{model,feature}  features absent at scoring time (scored as 0)
+//	weir_scoring_missing_features_total{model,feature}  missing features filled in (default or NaN, see above)
 //	weir_scoring_latency_seconds{model}            time to build the vector and score
 package scoring
 
@@ -23,7 +41,17 @@ import (
 
 	"github.com/weirhq/weir/internal/config"
 	"github.com/weirhq/weir/schemas"
+	"github.com/weirhq/weir/scoring/model"
 	"github.com/weirhq/weir/scoring/registry"
+)
+
+// Errors Score returns; the event is not scored.
+var (
+	// ErrNoChampion: the model has no serving champion yet.
+	ErrNoChampion = errors.New("no champion model loaded")
+	// ErrMultiClass: the champion is a multi-class model and
+	// models[].positive_class does not name one of its classes.
+	ErrMultiClass = errors.New("multi-class model without a usable positive_class")
 )
 
 // ArmChampion is the rollout arm of predictions made by the champion.
@@ -105,7 +133,7 @@ func NewScorer(m config.Model, models Champions, o Options) (*Scorer, error) {
 	l := prometheus.Labels{"model": m.Name}
 	predictions := prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_scoring_predictions_total", Help: "Predictions made.", ConstLabels: l})
 	noChampion := prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_scoring_no_champion_total", Help: "Events not scored because no champion was loaded.", ConstLabels: l})
-	missing := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_scoring_missing_features_total", Help: "Features absent at scoring time, scored as 0.", ConstLabels: l}, []string{"feature"})
+	missing := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_scoring_missing_features_total", Help: "Missing features filled in: with the configured default (logreg) or NaN (tree models).", ConstLabels: l}, []string{"feature"})
 	latency := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weir_scoring_latency_seconds", Help: "Time to build the feature vector and score.", ConstLabels: l,
 		Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10)})
 	if reg := o.Registerer; reg != nil {
@@ -119,23 +147,59 @@ func NewScorer(m config.Model, models Champions, o Options) (*Scorer, error) {
 	return s, nil
 }
 
+// Check reports whether the serving champion can score this model's
+// events: ErrNoChampion or ErrMultiClass (wrapped, saying what to set).
+func (s *Scorer) Check() error {
+	champ, ok := s.models.Champion(s.model.Name)
+	if !ok {
+		return fmt.Errorf("scoring: model %s: %w", s.model.Name, ErrNoChampion)
+	}
+	_, err := s.class(champ)
+	return err
+}
+
+// class returns the output Score reads: -1 for a single-output model
+// (Model.Score), else the positive class.
+func (s *Scorer) class(champ *registry.Loaded) (int, error) {
+	n := champ.Model.NumOutputs()
+	if n <= 1 {
+		return -1, nil
+	}
+	pc := s.model.PositiveClass
+	if pc == nil {
+		return 0, fmt.Errorf("scoring: model %s v%d has %d classes: %w: set models[].positive_class in the config to the class whose probability is the score", s.model.Name, champ.Record.Version, n, ErrMultiClass)
+	}
+	if *pc >= n {
+		return 0, fmt.Errorf("scoring: model %s v%d has %d classes, positive_class is %d: %w", s.model.Name, champ.Record.Version, n, *pc, ErrMultiClass)
+	}
+	return *pc, nil
+}
+
 // Score scores ev with the champion, read once, so the prediction names
-// exactly the version that scored it. The vector is built in the model's
-// feature order; a feature that is missing or not finite is scored as 0,
-// logged in the prediction with value 0 and age_ms -1, and counted.
-// Otherwise age_ms is the event's time minus the feature row's. Score
-// returns false when no champion is loaded yet (counted).
-func (s *Scorer) Score(ev Event) (schemas.Prediction, bool) {
+// exactly the version that scored it. The vector is built in the champion
+// record's feature order; a feature that is missing or not finite is
+// filled as the package doc says, logged in the prediction with age_ms -1
+// (and value the default used, or 0 for a tree model, which saw NaN), and
+// counted. Otherwise age_ms is the event's time minus the feature row's.
+// Score returns ErrNoChampion when no champion is loaded yet (counted)
+// and ErrMultiClass as Check does.
+func (s *Scorer) Score(ev Event) (schemas.Prediction, error) {
 	start := s.now()
 	champ, ok := s.models.Champion(s.model.Name)
 	if !ok {
 		s.noChampion.Inc()
-		return schemas.Prediction{}, false
+		return schemas.Prediction{}, fmt.Errorf("scoring: model %s: %w", s.model.Name, ErrNoChampion)
+	}
+	class, err := s.class(champ)
+	if err != nil {
+		return schemas.Prediction{}, err
 	}
 	m := champ.Model
-	used := make([]schemas.UsedFeature, len(m.Features))
-	x := make([]float64, len(m.Features))
-	for i, name := range m.Features {
+	names := champ.Record.Features
+	trees := m.ModelFormat() != model.FormatLogReg
+	used := make([]schemas.UsedFeature, len(names))
+	x := make([]float64, len(names))
+	for i, name := range names {
 		used[i].Name = name
 		var v float64
 		var at int64
@@ -146,13 +210,28 @@ func (s *Scorer) Score(ev Event) (schemas.Prediction, bool) {
 		if !ok || math.IsNaN(v) || math.IsInf(v, 0) {
 			s.missing.WithLabelValues(name).Inc()
 			used[i].AgeMs = -1
+			if trees {
+				x[i] = math.NaN()
+				continue
+			}
+			d, ok := s.model.Defaults[name]
+			if !ok {
+				d = s.model.Default
+			}
+			x[i], used[i].Value = d, d
 			continue
 		}
 		x[i] = v
 		used[i].Value = v
 		used[i].AgeMs = ev.Time - at
 	}
-	score := m.Score(x)
+	var score float64
+	if class < 0 {
+		score = m.Score(x)
+	} else {
+		var buf [16]float64
+		score = m.Predict(buf[:0], x)[class]
+	}
 	end := s.now()
 	lat := end.Sub(start)
 	s.latency.Observe(lat.Seconds())
@@ -172,5 +251,5 @@ func (s *Scorer) Score(ev Event) (schemas.Prediction, bool) {
 		SourceOffset:    ev.Offset,
 		LatencyUs:       lat.Microseconds(),
 		Features:        used,
-	}, true
+	}, nil
 }

@@ -1,6 +1,7 @@
 package scoring
 
 import (
+	"errors"
 	"math"
 	"sync/atomic"
 	"testing"
@@ -61,17 +62,17 @@ func TestScorer(t *testing.T) {
 			// merchant.fraud_rate missing
 		}}
 
-	if _, ok := s.Score(ev); ok {
-		t.Fatal("scored with no champion")
+	if _, err := s.Score(ev); !errors.Is(err, ErrNoChampion) {
+		t.Fatalf("no champion: err = %v, want ErrNoChampion", err)
 	}
 	if n := testutil.ToFloat64(s.noChampion); n != 1 {
 		t.Fatalf("no_champion = %v", n)
 	}
 
 	champs.cur.Store(loaded(4, -1))
-	p, ok := s.Score(ev)
-	if !ok {
-		t.Fatal("not scored")
+	p, err := s.Score(ev)
+	if err != nil {
+		t.Fatal(err)
 	}
 	want := loaded(4, -1).Model.Score([]float64{5, 250, 0})
 	if p.Score != want {
@@ -137,9 +138,9 @@ func TestScorerNonFiniteIsMissing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, ok := s.Score(Event{Features: FeatureMap{"card.count_1h": {Value: math.NaN()}, "card.amount_sum_1h": {Value: math.Inf(1)}}})
-	if !ok || math.IsNaN(p.Score) {
-		t.Fatalf("score %v ok %v", p.Score, ok)
+	p, err := s.Score(Event{Features: FeatureMap{"card.count_1h": {Value: math.NaN()}, "card.amount_sum_1h": {Value: math.Inf(1)}}})
+	if err != nil || math.IsNaN(p.Score) {
+		t.Fatalf("score %v err %v", p.Score, err)
 	}
 	for _, f := range p.Features {
 		if f.Value != 0 || f.AgeMs != -1 {

@@ -288,6 +288,17 @@ type Model struct {
 	// Features are "view.feature" names, in vector order.
 	Features  []string `yaml:"features"`
 	Threshold float64  `yaml:"threshold"` // default 0.5
+	// Default is the value a logistic-regression model scores a missing
+	// feature with (default 0); Defaults overrides it per feature
+	// ("view.feature": value). Tree models (xgboost-json, lightgbm-text)
+	// score a missing feature as missing (NaN: each split's default
+	// direction), not with these.
+	Default  float64            `yaml:"default"`
+	Defaults map[string]float64 `yaml:"defaults"`
+	// PositiveClass is the class whose probability is the score of a
+	// multi-class model (0-based, as the model numbers its outputs).
+	// Unset, a multi-class champion is refused by the scorer.
+	PositiveClass *int `yaml:"positive_class"`
 }
 
 // Labels is the delayed-labels topic.

@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -247,6 +249,20 @@ func (c *Config) Validate() error {
 		}
 		if m.Threshold <= 0 || m.Threshold >= 1 {
 			bad(f+".threshold", "must be in (0, 1), got %g", m.Threshold)
+		}
+		for _, ref := range slices.Sorted(maps.Keys(m.Defaults)) {
+			v := m.Defaults[ref]
+			if !slices.Contains(m.Features, ref) {
+				bad(f+".defaults", "%q is not one of the model's features", ref)
+			} else if math.IsNaN(v) || math.IsInf(v, 0) {
+				bad(f+".defaults", "%q: %g is not finite", ref, v)
+			}
+		}
+		if math.IsNaN(m.Default) || math.IsInf(m.Default, 0) {
+			bad(f+".default", "%g is not finite", m.Default)
+		}
+		if m.PositiveClass != nil && *m.PositiveClass < 0 {
+			bad(f+".positive_class", "must be 0 or more, got %d", *m.PositiveClass)
 		}
 	}
 	if len(c.Monitors) > 0 && c.Labels.Topic == "" {

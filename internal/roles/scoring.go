@@ -2,6 +2,7 @@ package roles
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -77,10 +78,16 @@ func (e *Env) ScorerHooks(ctx context.Context, src config.Source, models *regist
 		if err != nil {
 			return nil, err
 		}
+		if err := sc.Check(); errors.Is(err, scoring.ErrMultiClass) {
+			return nil, err
+		}
 		hooks = append(hooks, func(_ context.Context, ev *processors.Event, out []*kgo.Record) ([]*kgo.Record, error) {
-			p, ok := sc.Score(scoring.Event{Entity: ev.Key, ID: ev.ID, Time: ev.Time, Partition: ev.Partition, Offset: ev.Offset, Features: rowFeatures(ev.Rows)})
-			if !ok {
-				return out, fmt.Errorf("scorer %s: no champion model loaded (register one: `weir dev` bootstraps v1)", m.Name)
+			p, err := sc.Score(scoring.Event{Entity: ev.Key, ID: ev.ID, Time: ev.Time, Partition: ev.Partition, Offset: ev.Offset, Features: rowFeatures(ev.Rows)})
+			if errors.Is(err, scoring.ErrNoChampion) {
+				return out, fmt.Errorf("scorer %s: %w (register one: `weir dev` bootstraps v1)", m.Name, err)
+			}
+			if err != nil {
+				return out, fmt.Errorf("scorer %s: %w", m.Name, err)
 			}
 			b := schemas.AppendPrediction(serde.AppendHeader(make([]byte, 0, 128+48*len(p.Features))), &p)
 			return append(out, &kgo.Record{Topic: topic, Partition: ev.Partition, Key: []byte(ev.Key), Value: b}), nil

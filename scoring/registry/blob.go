@@ -6,10 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/weirhq/weir/scoring/model"
 )
 
 // Blobs is the artifact store: a directory holding
-// <dir>/<name>/v<version>.json, addressed by file:// URIs. Artifacts are
+// <dir>/<name>/v<version>.<ext>, addressed by file:// URIs; ext is "txt"
+// for lightgbm-text and "json" for the other formats. Artifacts are
 // written once (to a temporary file, then renamed) and never changed; the
 // registry record's SHA-256 is what makes a changed file detectable.
 type Blobs struct{ dir string }
@@ -29,14 +32,18 @@ func NewBlobs(dir string) (*Blobs, error) {
 // Dir is the store's absolute root.
 func (b *Blobs) Dir() string { return b.dir }
 
-// Path is where the artifact of name/version lives.
-func (b *Blobs) Path(name string, version int32) string {
-	return filepath.Join(b.dir, name, fmt.Sprintf("v%d.json", version))
+// Path is where the artifact of name/version in format lives.
+func (b *Blobs) Path(name string, version int32, format string) string {
+	ext := "json"
+	if format == model.FormatLightGBMText {
+		ext = "txt"
+	}
+	return filepath.Join(b.dir, name, fmt.Sprintf("v%d.%s", version, ext))
 }
 
 // Put writes an artifact and returns its file:// URI.
-func (b *Blobs) Put(name string, version int32, artifact []byte) (string, error) {
-	p := b.Path(name, version)
+func (b *Blobs) Put(name string, version int32, format string, artifact []byte) (string, error) {
+	p := b.Path(name, version, format)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return "", fmt.Errorf("registry: put artifact %s v%d: %w", name, version, err)
 	}

@@ -13,14 +13,18 @@ import (
 	"github.com/weirhq/weir/scoring/model"
 )
 
-// Publish records a new model version. The artifact must parse; its name
-// must be rec.Name and its features rec.Features (filled from the artifact
-// when empty). When rec.Version is 0 the next version is assigned. Publish
-// writes the artifact to the blob store, sets Format, ArtifactURI, SHA256
-// and CreatedAt (when 0), and produces the record synchronously; for each
-// alias in rec.Aliases that another version holds, it then produces that
-// version's record with the alias removed. It returns once Run has read its
-// writes back, so Get, List and Champion see them.
+// Publish records a new model version. rec.Format names the artifact's
+// format (model.Load's); when empty it is detected (model.Detect). The
+// artifact must load, and fit the record as Verify checks it: its name
+// must be rec.Name where the format records one, and rec.Features (filled
+// from the artifact's feature names when empty and the artifact has real
+// names) must be the model's inputs in order. When rec.Version is 0 the
+// next version is assigned. Publish writes the artifact to the blob store,
+// sets Format, ArtifactURI, SHA256 and CreatedAt (when 0), and produces the
+// record synchronously; for each alias in rec.Aliases that another version
+// holds, it then produces that version's record with the alias removed. It
+// returns once Run has read its writes back, so Get, List and Champion see
+// them.
 //
 // Publish needs Run to be running and Blobs to be set.
 func (r *Registry) Publish(ctx context.Context, rec schemas.ModelRecord, artifact []byte) (schemas.ModelRecord, error) {
@@ -33,17 +37,24 @@ func (r *Registry) Publish(ctx context.Context, rec schemas.ModelRecord, artifac
 	if !validName(rec.Name) {
 		return fail(fmt.Errorf("model name %q: use letters, digits, '_', '-' and '.'", rec.Name))
 	}
-	m, err := model.Parse(artifact)
+	if rec.Format == "" {
+		if rec.Format = model.Detect(artifact); rec.Format == "" {
+			return fail(fmt.Errorf("no format given and the artifact is none of %q, %q, %q", model.FormatLogReg, model.FormatXGBoostJSON, model.FormatLightGBMText))
+		}
+	}
+	m, err := model.Load(rec.Format, artifact)
 	if err != nil {
 		return fail(err)
 	}
-	if m.Name != rec.Name {
-		return fail(fmt.Errorf("artifact is of model %q", m.Name))
-	}
 	if len(rec.Features) == 0 {
-		rec.Features = slices.Clone(m.Features)
-	} else if !slices.Equal(rec.Features, m.Features) {
-		return fail(fmt.Errorf("record features %v differ from the artifact's %v", rec.Features, m.Features))
+		names := m.FeatureNames()
+		if !named(names) {
+			return fail(fmt.Errorf("the %s artifact does not name its %d features: give the record's features (view.feature, in the model's input order)", rec.Format, m.NumFeatures()))
+		}
+		rec.Features = slices.Clone(names)
+	}
+	if err := checkArtifact(rec, m); err != nil {
+		return fail(err)
 	}
 	if err := r.WaitReady(ctx); err != nil {
 		return fail(err)
@@ -63,11 +74,10 @@ func (r *Registry) Publish(ctx context.Context, rec schemas.ModelRecord, artifac
 	if rec.Version < 0 {
 		return fail(fmt.Errorf("version %d: must be positive", rec.Version))
 	}
-	uri, err := r.o.Blobs.Put(rec.Name, rec.Version, artifact)
+	uri, err := r.o.Blobs.Put(rec.Name, rec.Version, rec.Format, artifact)
 	if err != nil {
 		return fail(err)
 	}
-	rec.Format = model.Format
 	rec.ArtifactURI = uri
 	rec.SHA256 = model.SHA256(artifact)
 	if rec.CreatedAt == 0 {

@@ -19,9 +19,11 @@
 //
 // [Registry.Run] reads the topic from its start and keeps an immutable
 // snapshot behind an atomic.Pointer. When a model's champion changes, the
-// champion's artifact is read and verified before it serves: the SHA-256 of
-// the bytes read must equal the record's, the artifact must parse, and its
-// name and features must equal the record's. An artifact that fails is
+// champion's artifact is read and verified before it serves (see [Verify]):
+// the SHA-256 of the bytes read must equal the record's, the artifact must
+// load as the record's format (any format model.Load reads: logreg-json,
+// xgboost-json, lightgbm-text), and its name (where the format has one) and
+// feature names (where it records them) must equal the record's. An artifact that fails is
 // refused (an Error log line and a count in
 // weir_registry_artifacts_refused_total) and the previous champion keeps
 // serving. A refused artifact is not read again while the same version
@@ -102,7 +104,9 @@ type Options struct {
 // parsed model. It is immutable.
 type Loaded struct {
 	Record schemas.ModelRecord
-	Model  *model.LogReg
+	// Model is the artifact loaded by model.Load in Record.Format. Its
+	// inputs are Record.Features, in order.
+	Model model.Model
 }
 
 // Registry is the in-process view of the registry topic and its writer.
@@ -497,31 +501,6 @@ func (r *Registry) champion(name string, ms *modelSnap) *Loaded {
 		r.o.OnSwap(name, from, rec.Version)
 	}
 	return l
-}
-
-// Verify reads a record's artifact and checks it: its SHA-256 must equal
-// the record's, it must parse, and its name and features must equal the
-// record's. On failure reason is one of "read", "checksum", "parse",
-// "mismatch".
-func Verify(rec schemas.ModelRecord) (m *model.LogReg, reason string, err error) {
-	if rec.Format != model.Format {
-		return nil, "mismatch", fmt.Errorf("registry: verify %s v%d: format %q, want %q", rec.Name, rec.Version, rec.Format, model.Format)
-	}
-	b, err := Read(rec.ArtifactURI)
-	if err != nil {
-		return nil, "read", fmt.Errorf("registry: verify %s v%d: %w", rec.Name, rec.Version, err)
-	}
-	if got := model.SHA256(b); got != rec.SHA256 {
-		return nil, "checksum", fmt.Errorf("registry: verify %s v%d: %w: bytes at %s hash to %s, record says %s", rec.Name, rec.Version, ErrChecksum, rec.ArtifactURI, got, rec.SHA256)
-	}
-	m, err = model.Parse(b)
-	if err != nil {
-		return nil, "parse", fmt.Errorf("registry: verify %s v%d: %w", rec.Name, rec.Version, err)
-	}
-	if m.Name != rec.Name || !slices.Equal(m.Features, rec.Features) {
-		return nil, "mismatch", fmt.Errorf("registry: verify %s v%d: artifact is model %q with features %v, record says %q with %v", rec.Name, rec.Version, m.Name, m.Features, rec.Name, rec.Features)
-	}
-	return m, "", nil
 }
 
 // Key is the record key of a version: "<name>/<version>".

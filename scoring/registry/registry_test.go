@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -171,7 +172,7 @@ func champion(t *testing.T, r *started) int32 {
 	if !ok {
 		t.Fatal("no champion")
 	}
-	if l.Model == nil || l.Model.Name != "fraud" {
+	if l.Model == nil || l.Model.(*model.LogReg).Name != "fraud" {
 		t.Fatalf("champion v%d has no parsed model", l.Record.Version)
 	}
 	return l.Record.Version
@@ -204,10 +205,10 @@ func TestRegistryLifecycle(t *testing.T) {
 	if rec1.Version != 1 || rec1.SHA256 != model.SHA256(a1) || rec1.CreatedAt != 1_700_000_000_000 || rec1.Format != model.Format {
 		t.Fatalf("published %+v", rec1)
 	}
-	if want := "file://" + f.blobs.Path("fraud", 1); rec1.ArtifactURI != want {
+	if want := "file://" + f.blobs.Path("fraud", 1, model.Format); rec1.ArtifactURI != want {
 		t.Fatalf("artifact_uri %s, want %s", rec1.ArtifactURI, want)
 	}
-	if b, err := os.ReadFile(f.blobs.Path("fraud", 1)); err != nil || !bytes.Equal(b, a1) {
+	if b, err := os.ReadFile(f.blobs.Path("fraud", 1, model.Format)); err != nil || !bytes.Equal(b, a1) {
 		t.Fatalf("blob: %v", err)
 	}
 	if got := champion(t, r); got != 1 {
@@ -240,7 +241,7 @@ func TestRegistryLifecycle(t *testing.T) {
 
 	// v3 written as champion with a tampered artifact: refused, v2 serves.
 	a3 := artifact(t, -3)
-	uri, err := f.blobs.Put("fraud", 3, bytes.Replace(a3, []byte("0.25"), []byte("9.25"), 1))
+	uri, err := f.blobs.Put("fraud", 3, model.Format, bytes.Replace(a3, []byte("0.25"), []byte("9.25"), 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,7 +323,7 @@ func TestRefusedFirstChampionServesNothing(t *testing.T) {
 	r := f.start(t)
 	ctx := ctxT(t)
 	bad := []byte(`{"format":"logreg-json","name":"fraud"}`)
-	uri, err := f.blobs.Put("fraud", 1, bad)
+	uri, err := f.blobs.Put("fraud", 1, model.Format, bad)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,8 +355,14 @@ func TestPublishValidates(t *testing.T) {
 	}{
 		{"bad name", schemas.ModelRecord{Name: "../x"}, artifact(t, 0), "model name"},
 		{"other model", schemas.ModelRecord{Name: "other"}, artifact(t, 0), `artifact is of model "fraud"`},
-		{"features", schemas.ModelRecord{Name: "fraud", Features: []string{"a.b"}}, artifact(t, 0), "differ from the artifact"},
-		{"garbage", schemas.ModelRecord{Name: "fraud"}, []byte("{"), "model: parse"},
+		{"features", schemas.ModelRecord{Name: "fraud", Features: []string{"a.b"}}, artifact(t, 0), "artifact has features [card.amount card.count], record says [a.b]"},
+		{"garbage", schemas.ModelRecord{Name: "fraud", Format: model.FormatLogReg}, []byte("{"), "model: parse"},
+		{"undetected", schemas.ModelRecord{Name: "fraud"}, []byte("{"), "no format given"},
+		{"unknown format", schemas.ModelRecord{Name: "fraud", Format: "onnx"}, artifact(t, 0), `unknown format "onnx"`},
+		{"xgboost names", schemas.ModelRecord{Name: "fraud", Features: []string{"a.b"}}, testModel(t, "xgboost/binary_logistic_names.json"), "artifact has features [card.f0"},
+		{"xgboost unnamed", schemas.ModelRecord{Name: "fraud"}, testModel(t, "xgboost/binary_logistic.json"), "does not name its"},
+		{"lightgbm columns", schemas.ModelRecord{Name: "fraud", Features: []string{"a.b"}}, testModel(t, "lightgbm/binary.txt"), "artifact takes 6 features, record lists 1"},
+		{"lightgbm unnamed", schemas.ModelRecord{Name: "fraud"}, testModel(t, "lightgbm/binary.txt"), "does not name its 6 features"},
 	} {
 		if _, err := r.Publish(ctx, c.rec, c.art); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err = %v, want %q", c.name, err, c.want)
@@ -387,7 +394,7 @@ func TestReadURI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	uri, err := b.Put("m", 7, []byte("x"))
+	uri, err := b.Put("m", 7, model.Format, []byte("x"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -426,4 +433,14 @@ func equalSwaps(a, b []swap) bool {
 		}
 	}
 	return true
+}
+
+// testModel reads a golden model of scoring/model/testdata.
+func testModel(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "model", "testdata", path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
