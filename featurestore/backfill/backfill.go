@@ -55,14 +55,14 @@ type Config struct {
 
 // Names are the Kafka names a lane uses, all derived from the view version.
 type Names struct {
-	Group          string // the lane processor's consumer group
-	Changelog      string // its compacted state changelog
-	OnlineGroup    string // its online materializer's group
-	OfflineGroup   string // its offline materializer's group
-	FeaturesTopic  string // where its rows go: the view's features topic
-	SourceTopic    string
-	TransactionID  string
-	MaterializerID string
+	Group         string // the lane processor's consumer group
+	Changelog     string // its compacted state changelog
+	OnlineGroup   string // its online materializer's group
+	OfflineGroup  string // its offline materializer's group
+	FeaturesTopic string // where its rows go: the view's features topic
+	DeadLetter    string // its own dead-letter topic: the processor dead-letters the same records already
+	SourceTopic   string
+	TransactionID string
 }
 
 // LaneNames returns the names of a view version's lane.
@@ -75,6 +75,7 @@ func LaneNames(cfg *config.Config, v *config.View, instance string) Names {
 		OnlineGroup:   cfg.Kafka.ClientID + "." + lane + ".online",
 		OfflineGroup:  cfg.Kafka.ClientID + "." + lane + ".offline",
 		FeaturesTopic: cfg.FeaturesTopic(v.Name),
+		DeadLetter:    cfg.DeadLetterTopic() + "." + lane,
 		SourceTopic:   src.Topic,
 		TransactionID: cfg.Kafka.ClientID + "." + lane + "." + instance,
 	}
@@ -145,7 +146,7 @@ func Run(ctx context.Context, c Config) (Stats, error) {
 	p := int32(c.Cfg.Topics.Partitions)
 	if err := streams.Provision(ctx, adm, int16(c.Cfg.Topics.Replication), []streams.TopicSpec{
 		{Name: n.SourceTopic, Partitions: p}, {Name: n.FeaturesTopic, Partitions: p}, {Name: n.Changelog, Partitions: p, Compacted: true},
-		{Name: c.Cfg.DeadLetterTopic(), Partitions: p},
+		{Name: n.DeadLetter, Partitions: p},
 	}); err != nil {
 		return st, fmt.Errorf("backfill: %w", err)
 	}
@@ -217,7 +218,7 @@ func Run(ctx context.Context, c Config) (Stats, error) {
 	loop := streams.NewLoop(streams.LoopConfig{
 		Stage: "backfill." + c.View.Name, Group: n.Group, TransactionalID: n.TransactionID, InstanceID: n.TransactionID,
 		AtLeastOnce: c.Cfg.Kafka.Guarantee == config.GuaranteeAtLeastOnce,
-		Topics:      []string{n.SourceTopic}, DeadLetterTopic: c.Cfg.DeadLetterTopic(),
+		Topics:      []string{n.SourceTopic}, DeadLetterTopic: n.DeadLetter,
 		CommitInterval: c.Cfg.Kafka.CommitInterval.D(), MaxBatch: c.MaxBatch, Opts: c.Kafka,
 	}, task, log.With("role", "backfill"), c.Metrics)
 	var mats []*materialize.Materializer
@@ -292,7 +293,8 @@ func Run(ctx context.Context, c Config) (Stats, error) {
 // watch logs the lane's progress until it has processed every source record
 // before the cut and both materializers have written every row the lane
 // wrote (the features topic's last stable offsets once the lane reached the
-// cut). It stops the loop in between so that the last rows are committed.
+// cut). The lane keeps processing records past the cut meanwhile; where it
+// stops is the handover.
 func (c *Config) watch(ctx context.Context, adm *kadm.Client, log *slog.Logger, n Names, st *Stats) error {
 	total := int64(0)
 	for p, o := range st.Cut {

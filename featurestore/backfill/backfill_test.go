@@ -199,6 +199,10 @@ func TestBackfillHandover(t *testing.T) {
 	}
 	produce(1500) // history; T falls at event 300
 	from := time.UnixMilli(base + 300*40)
+	// A bad record after T: dead-lettered by the lane into its own topic.
+	if err := prod.ProduceSync(ctx, &kgo.Record{Key: []byte("card-00"), Value: []byte("not avro"), Timestamp: time.UnixMilli(base + 1000*40)}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
 
 	// Live traffic keeps coming while the lane runs.
 	live, stopLive := context.WithCancel(ctx)
@@ -400,6 +404,27 @@ func TestBackfillHandover(t *testing.T) {
 		}
 	}
 	t.Logf("%d rows, %d identical duplicates, %d wrong, %d missing", len(got), dups, bad, missing)
+
+	// The bad record went to the lane's dead-letter topic, not the
+	// processor's.
+	dead := 0
+	dl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumeTopics(lane.DeadLetter), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dctx, cancelDead := context.WithTimeout(ctx, 10*time.Second)
+	for dead == 0 && dctx.Err() == nil {
+		dead += len(dl.PollFetches(dctx).Records())
+	}
+	cancelDead()
+	dl.Close()
+	if dead != 1 {
+		t.Errorf("%d records in the lane's dead-letter topic %s, want 1", dead, lane.DeadLetter)
+	}
+	if topics, err := adm.ListTopics(ctx, cfg.DeadLetterTopic()); err != nil || topics.Has(cfg.DeadLetterTopic()) {
+		t.Errorf("the processor's dead-letter topic %s exists (%v): the lane wrote to it", cfg.DeadLetterTopic(), err)
+	}
 
 	// Another writer of the version (a main processor computing it too) is
 	// refused before the lane goes on.

@@ -16,8 +16,10 @@
 // A backfill runs the new version in a lane of its own, named after the view
 // and version: consumer group <client_id>.backfill.<view>.<version>,
 // compacted changelog <changelog topic of the source>.backfill.<view>.<version>,
-// transactional id <group>.<instance>, and two materializer groups
-// <group>.online and <group>.offline. The lane is the processor's own code,
+// transactional id <group>.<instance>, two materializer groups
+// <group>.online and <group>.offline, and its own dead-letter topic
+// <dead-letter topic>.backfill.<view>.<version> (the processor has
+// dead-lettered the same bad records already). The lane runs no scorer. The lane is the processor's own code,
 // streams.Loop over a processors.Task holding only that view, so each source
 // record's feature rows, the lane's state changelog and its consumer offset
 // commit in one Kafka transaction: every source record from the start on is
