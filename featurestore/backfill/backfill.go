@@ -316,8 +316,19 @@ func (c *Config) watch(ctx context.Context, adm *kadm.Client, log *slog.Logger, 
 				for p, o := range st.Cut {
 					done += max(0, min(at[p], o)-st.Start[p])
 				}
-				log.Info("backfilling", "offsets_done", done, "offsets", total, "percent", fmt.Sprintf("%.1f", 100*float64(done)/float64(max(total, 1))),
-					"materializers_caught_up", fends != nil)
+				args := []any{"offsets_done", done, "offsets", total, "percent", fmt.Sprintf("%.1f", 100*float64(done)/float64(max(total, 1))), "lane_at_cut", fends != nil}
+				if fends != nil { // the rows left to materialize
+					for _, g := range []struct{ key, group string }{{"online_rows_left", n.OnlineGroup}, {"offline_rows_left", n.OfflineGroup}} {
+						if mat, err := groupOffsets(ctx, adm, g.group, n.FeaturesTopic); err == nil {
+							left := int64(0)
+							for p, o := range fends {
+								left += max(0, o-mat[p])
+							}
+							args = append(args, g.key, left)
+						}
+					}
+				}
+				log.Info("backfilling", args...)
 			}
 			continue
 		}

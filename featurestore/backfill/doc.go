@@ -73,7 +73,8 @@
 // # Progress and metrics
 //
 // Progress is logged every Config.Progress: source offsets done of those
-// up to the cut-over, and whether the materializers caught up. The lane
+// up to the cut-over and, once the lane is at the cut-over, the rows each
+// materializer has left to write. The lane
 // registers the loop's, the task's and the materializers' metrics on
 // Config.Metrics (streams.Loop, processors and materialize list them; the
 // materializers are named backfill.online.<view> and backfill.offline.<view>).
