@@ -52,7 +52,9 @@
 // changelog. [S, H) and [H, ...) partition the source: no record is left out
 // and none is processed twice, and a row is the one a processor that had
 // read the source from S would have written. An interrupted run (ctx ended)
-// reports its handover vector the same way and returns ctx's error.
+// reports its handover vector the same way and returns ctx's error. Under
+// kafka.guarantee: at_least_once the lane runs that mode of the loop and
+// inherits its duplicates after a failure.
 //
 // The lane owns the version: the source's main processor must not compute
 // it too, or the version gets two writers whose rows differ where the main
