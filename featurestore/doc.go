@@ -11,7 +11,13 @@
 //     and the labels topic into those stores (at-least-once into idempotent
 //     sinks), and Rebuild, which refills Redis from the feature topics;
 //   - verify: checks that Redis holds the newest ClickHouse row of sampled
-//     entities.
+//     entities;
+//   - trainingset: point-in-time training sets from a spine (CSV, Parquet
+//     or ClickHouse) to Parquet, CSV or ClickHouse, as of event time or as
+//     known at a time or an offset vector;
+//   - serve and client: the HTTP/JSON serving API and its Go client;
+//   - backfill: a new view version's history from a replay of the source
+//     topic, handed over to the live stream at an offset vector.
 //
 // # Versions and corrections
 //
