@@ -147,4 +147,5 @@ type ModelRecord struct {
 	TrainingSet      string             `avro:"training_set"`
 	ReferenceProfile string             `avro:"reference_profile"`
 	Aliases          []string           `avro:"aliases"`
+	Signature        string             `avro:"signature"`
 }

@@ -5,61 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/weirhq/weir/internal/roles"
 )
-
-func cmdModels(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 0 || args[0] != "list" {
-		return fmt.Errorf("usage: weir models list [-model name] [-config weir.yaml]")
-	}
-	fs := flag.NewFlagSet("models list", flag.ContinueOnError)
-	var c common
-	c.register(fs)
-	only := fs.String("model", "", "only this model")
-	if err := parse(fs, args[1:]); err != nil {
-		return err
-	}
-	cfg, err := c.load()
-	if err != nil {
-		return err
-	}
-	env, err := roles.NewEnv(cfg, c.logger(io.Discard), "cli")
-	if err != nil {
-		return err
-	}
-	defer env.Close()
-	models, err := env.Models(ctx)
-	if err != nil {
-		return err
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	defer tw.Flush()
-	fmt.Fprintln(tw, "MODEL\tVERSION\tALIASES\tCREATED\tBY\tPARENT\tAUC\tSHA256\tWHY")
-	for _, name := range models.Names() {
-		if *only != "" && name != *only {
-			continue
-		}
-		for _, r := range models.List(name) {
-			parent := "-"
-			if r.ParentVersion > 0 {
-				parent = fmt.Sprintf("v%d", r.ParentVersion)
-			}
-			auc := "-"
-			if v, ok := r.Metrics["holdout_auc"]; ok {
-				auc = fmt.Sprintf("%.3f", v)
-			}
-			fmt.Fprintf(tw, "%s\tv%d\t%s\t%s\t%s\t%s\t%s\t%.12s\t%s\n", r.Name, r.Version, strings.Join(r.Aliases, ","),
-				time.UnixMilli(r.CreatedAt).UTC().Format(time.RFC3339), r.CreatedBy, parent, auc, r.SHA256, r.Reason)
-		}
-	}
-	return nil
-}
 
 func cmdDoctor(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)

@@ -31,7 +31,7 @@ var commands = map[string]command{
 	"loadgen":  {"produce the synthetic payments stream and its delayed labels", cmdLoadgen},
 	"topics":   {"create the topics a config needs: weir topics create", cmdTopics},
 	"features": {"feature views and their stores: weir features list|describe|get|rebuild-online|verify", cmdFeatures},
-	"models":   {"show the model registry: weir models list", cmdModels},
+	"models":   {"the model registry: weir models list|register|keygen", cmdModels},
 	"doctor":   {"check that Kafka, the registry, Redis and ClickHouse answer", cmdDoctor},
 	"backfill": {"compute a view version's history from a Kafka replay, then hand over to the live stream", cmdBackfill},
 	"registry": {"serve a persisted Confluent-compatible schema registry", cmdRegistry},

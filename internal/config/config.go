@@ -33,6 +33,7 @@ type Config struct {
 	Entities       []Entity        `yaml:"entities"`
 	Views          []View          `yaml:"views"`
 	Models         []Model         `yaml:"models"`
+	ModelRegistry  ModelRegistry   `yaml:"model_registry"`
 	Labels         Labels          `yaml:"labels"`
 	Monitors       []Monitor       `yaml:"monitors"`
 	Retrain        []RetrainPolicy `yaml:"retrain"`
@@ -299,6 +300,16 @@ type Model struct {
 	// multi-class model (0-based, as the model numbers its outputs).
 	// Unset, a multi-class champion is refused by the scorer.
 	PositiveClass *int `yaml:"positive_class"`
+}
+
+// ModelRegistry configures how model artifacts are trusted.
+type ModelRegistry struct {
+	// PublicKey is the file of an ed25519 public key (PEM "PUBLIC KEY",
+	// as `weir models keygen` or `openssl pkey -pubout` writes it). When
+	// set, a model version serves only if its record's signature verifies
+	// with it (`weir models register -key` signs); unset, artifacts are
+	// checked by SHA-256 only.
+	PublicKey string `yaml:"public_key"`
 }
 
 // Labels is the delayed-labels topic.

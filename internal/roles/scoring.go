@@ -2,8 +2,10 @@ package roles
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -34,8 +36,12 @@ func (e *Env) Models(ctx context.Context) (*registry.Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("model registry: %w", err)
 	}
+	pub, err := e.modelsPublicKey()
+	if err != nil {
+		return nil, err
+	}
 	r, err := registry.New(registry.Options{
-		Kafka: e.Kafka, Topic: e.Cfg.ModelsTopic(), Serde: serde, Blobs: blobs,
+		Kafka: e.Kafka, Topic: e.Cfg.ModelsTopic(), Serde: serde, Blobs: blobs, PublicKey: pub,
 		Logger: e.Log.With("role", "registry"), Registerer: e.Metrics,
 		OnSwap: func(name string, from, to int32) {
 			e.Log.Info("champion changed", "model", name, "from", from, "to", to)
@@ -57,6 +63,23 @@ func (e *Env) Models(ctx context.Context) (*registry.Registry, error) {
 	e.models = r
 	e.closers = append(e.closers, stop)
 	return r, nil
+}
+
+// modelsPublicKey reads model_registry.public_key; nil when unset.
+func (e *Env) modelsPublicKey() (ed25519.PublicKey, error) {
+	path := e.Cfg.ModelRegistry.PublicKey
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: model_registry.public_key: %w", e.Cfg.Path(), err)
+	}
+	pub, err := registry.ParsePublicKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: model_registry.public_key: %s: %w", e.Cfg.Path(), path, err)
+	}
+	return pub, nil
 }
 
 // ScorerHooks returns one processor hook per model scoring src: each scores

@@ -26,6 +26,10 @@ import (
 // returns once Run has read its writes back, so Get, List and Champion see
 // them.
 //
+// rec.Signature is kept as given (see Sign); when empty and
+// Options.SigningKey is set, Publish signs. With Options.PublicKey set,
+// Publish refuses an artifact whose signature does not verify.
+//
 // Publish needs Run to be running and Blobs to be set.
 func (r *Registry) Publish(ctx context.Context, rec schemas.ModelRecord, artifact []byte) (schemas.ModelRecord, error) {
 	fail := func(err error) (schemas.ModelRecord, error) {
@@ -55,6 +59,16 @@ func (r *Registry) Publish(ctx context.Context, rec schemas.ModelRecord, artifac
 	}
 	if err := checkArtifact(rec, m); err != nil {
 		return fail(err)
+	}
+	if rec.Signature == "" && r.o.SigningKey != nil {
+		rec.Signature = Sign(r.o.SigningKey, rec.Name, rec.Format, artifact)
+	}
+	if r.o.PublicKey != nil {
+		chk := rec
+		chk.SHA256 = model.SHA256(artifact)
+		if err := checkSignature(chk, r.o.PublicKey); err != nil {
+			return fail(err)
+		}
 	}
 	if err := r.WaitReady(ctx); err != nil {
 		return fail(err)
@@ -117,7 +131,7 @@ func (r *Registry) MoveAlias(ctx context.Context, name, alias string, version in
 	if !ok {
 		return fail(ErrNoVersion)
 	}
-	if _, _, err := Verify(target); err != nil {
+	if _, _, err := Verify(target, r.o.PublicKey); err != nil {
 		return fail(err)
 	}
 	if v, ok := ms.aliases[alias]; ok && v == version {

@@ -22,7 +22,8 @@
 // champion's artifact is read and verified before it serves (see [Verify]):
 // the SHA-256 of the bytes read must equal the record's, the artifact must
 // load as the record's format (any format model.Load reads: logreg-json,
-// xgboost-json, lightgbm-text), and its name (where the format has one) and
+// xgboost-json, lightgbm-text), its signature must verify when
+// Options.PublicKey is set, and its name (where the format has one) and
 // feature names (where it records them) must equal the record's. An artifact that fails is
 // refused (an Error log line and a count in
 // weir_registry_artifacts_refused_total) and the previous champion keeps
@@ -37,13 +38,14 @@
 //
 //	weir_registry_records_total                     records read from the topic
 //	weir_registry_records_undecodable_total         records that did not decode (skipped)
-//	weir_registry_artifacts_refused_total{model,reason}  champion artifacts refused (reason: read, checksum, parse, mismatch)
+//	weir_registry_artifacts_refused_total{model,reason}  champion artifacts refused (reason: signature, read, checksum, parse, mismatch)
 //	weir_registry_swaps_total{model}                champion swaps
 //	weir_registry_champion_version{model}           version of the serving champion
 package registry
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -88,6 +90,13 @@ type Options struct {
 	// Blobs is the artifact store Publish writes to. Reading needs only the
 	// record's artifact_uri, so a read-only Registry may leave it nil.
 	Blobs *Blobs
+	// PublicKey, when set, is the ed25519 key every artifact's record
+	// signature must verify with before it serves (and before Publish
+	// and MoveAlias write); nil checks SHA-256 only.
+	PublicKey ed25519.PublicKey
+	// SigningKey, when set, signs what Publish writes when the record
+	// carries no signature.
+	SigningKey ed25519.PrivateKey
 	// Logger; nil discards.
 	Logger *slog.Logger
 	// Registerer for the package's metrics; nil registers nothing.
@@ -191,7 +200,7 @@ func New(o Options) (*Registry, error) {
 		m: metrics{
 			records:     prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_registry_records_total", Help: "Model registry records read."}),
 			undecodable: prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_registry_records_undecodable_total", Help: "Model registry records that did not decode and were skipped."}),
-			refused:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_registry_artifacts_refused_total", Help: "Champion artifacts refused at load (read, checksum, parse, mismatch)."}, []string{"model", "reason"}),
+			refused:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_registry_artifacts_refused_total", Help: "Champion artifacts refused at load (signature, read, checksum, parse, mismatch)."}, []string{"model", "reason"}),
 			swaps:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_registry_swaps_total", Help: "Champion swaps."}, []string{"model"}),
 			champion:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "weir_registry_champion_version", Help: "Version of the serving champion."}, []string{"model"}),
 		},
@@ -476,7 +485,7 @@ func (r *Registry) champion(name string, ms *modelSnap) *Loaded {
 	if r.refused[name] == id {
 		return cur
 	}
-	m, reason, err := Verify(rec)
+	m, reason, err := Verify(rec, r.o.PublicKey)
 	if err != nil {
 		r.refused[name] = id
 		r.m.refused.WithLabelValues(name, reason).Inc()

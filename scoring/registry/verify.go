@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"crypto/ed25519"
 	"fmt"
 	"slices"
 	"strconv"
@@ -10,12 +11,19 @@ import (
 )
 
 // Verify reads a record's artifact and checks it before it may serve: its
-// SHA-256 must equal the record's, it must load as the record's format
-// (model.Load), and it must fit the record (see checkArtifact). On failure
-// reason is one of "read", "checksum", "parse", "mismatch".
-func Verify(rec schemas.ModelRecord) (m model.Model, reason string, err error) {
+// SHA-256 must equal the record's (always), the record's signature must
+// verify with pub when pub is not nil (see Sign), it must load as the
+// record's format (model.Load), and it must fit the record (see
+// checkArtifact). On failure reason is one of "signature", "read",
+// "checksum", "parse", "mismatch".
+func Verify(rec schemas.ModelRecord, pub ed25519.PublicKey) (m model.Model, reason string, err error) {
 	fail := func(reason string, err error) (model.Model, string, error) {
 		return nil, reason, fmt.Errorf("registry: verify %s v%d: %w", rec.Name, rec.Version, err)
+	}
+	if pub != nil {
+		if err := checkSignature(rec, pub); err != nil {
+			return fail("signature", err)
+		}
 	}
 	b, err := Read(rec.ArtifactURI)
 	if err != nil {
