@@ -19,7 +19,8 @@ import (
 
 // TestModelsRegister runs weir models keygen, register (signed, unsigned,
 // unnamed features) and list against kfake with model_registry.public_key
-// set, and a config whose key file is missing.
+// and artifacts (a file:// URL) set, and a config whose key file is
+// missing.
 func TestModelsRegister(t *testing.T) {
 	seeds := testenv.KFake(t)
 	srv, err := sr.Open("")
@@ -48,7 +49,7 @@ func TestModelsRegister(t *testing.T) {
 	}
 	cfg := strings.Replace(string(demo), "data_dir: .weir/dev", "data_dir: "+filepath.Join(dir, "data"), 1)
 	config := filepath.Join(dir, "weir.yaml")
-	if err := os.WriteFile(config, []byte(cfg+"\nmodel_registry:\n  public_key: "+filepath.Join(dir, "k.pub.pem")+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(config, []byte(cfg+"\nmodel_registry:\n  public_key: "+filepath.Join(dir, "k.pub.pem")+"\n  artifacts: file://"+filepath.Join(dir, "artifacts")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	badConfig := filepath.Join(dir, "bad.yaml")
@@ -65,7 +66,7 @@ func TestModelsRegister(t *testing.T) {
 	if err := run(ctx, []string{"models", "register", "-config", config, "-model", "fraud", "-artifact", xgb, "-key", filepath.Join(dir, "k.pem"), "-champion", "-reason", "first"}, &out); err != nil {
 		t.Fatal(err)
 	}
-	if want := "fraud v1 (xgboost-json, 6 features, signed)"; !strings.Contains(out.String(), want) {
+	if want := "fraud v1 (xgboost-json, 6 features, signed)"; !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "at file://"+filepath.Join(dir, "artifacts", "fraud", "v1.json")) {
 		t.Fatalf("register: %q, want %q", out.String(), want)
 	}
 	for _, c := range []struct {

@@ -310,6 +310,12 @@ type ModelRegistry struct {
 	// with it (`weir models register -key` signs); unset, artifacts are
 	// checked by SHA-256 only.
 	PublicKey string `yaml:"public_key"`
+	// Artifacts is the blob store new artifacts are written to: a
+	// directory or file:///dir (default <data_dir>/models), or a bucket
+	// URL such as s3://bucket?region=eu-west-1 (S3-compatible stores:
+	// add endpoint=...&use_path_style=true). Records keep each
+	// artifact's own URI, so changing it does not move old versions.
+	Artifacts string `yaml:"artifacts"`
 }
 
 // Labels is the delayed-labels topic.

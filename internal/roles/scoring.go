@@ -32,12 +32,17 @@ func (e *Env) Models(ctx context.Context) (*registry.Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("model registry: %w", err)
 	}
-	blobs, err := registry.NewBlobs(filepath.Join(e.Cfg.DataDir, "models"))
+	where := e.Cfg.ModelRegistry.Artifacts
+	if where == "" {
+		where = filepath.Join(e.Cfg.DataDir, "models")
+	}
+	blobs, err := registry.OpenBlobs(ctx, where)
 	if err != nil {
-		return nil, fmt.Errorf("model registry: %w", err)
+		return nil, fmt.Errorf("%s: model_registry.artifacts: %w", e.Cfg.Path(), err)
 	}
 	pub, err := e.modelsPublicKey()
 	if err != nil {
+		blobs.Close()
 		return nil, err
 	}
 	r, err := registry.New(registry.Options{
@@ -48,12 +53,13 @@ func (e *Env) Models(ctx context.Context) (*registry.Registry, error) {
 		},
 	})
 	if err != nil {
+		blobs.Close()
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(rctx) }()
-	stop := func() { cancel(); <-done; r.Close() }
+	stop := func() { cancel(); <-done; r.Close(); blobs.Close() }
 	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
 	defer wcancel()
 	if err := r.WaitReady(wctx); err != nil {

@@ -131,7 +131,7 @@ func (r *Registry) MoveAlias(ctx context.Context, name, alias string, version in
 	if !ok {
 		return fail(ErrNoVersion)
 	}
-	if _, _, err := Verify(target, r.o.PublicKey); err != nil {
+	if _, _, err := r.verify(target); err != nil {
 		return fail(err)
 	}
 	if v, ok := ms.aliases[alias]; ok && v == version {

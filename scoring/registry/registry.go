@@ -87,8 +87,10 @@ type Options struct {
 	Topic string
 	// Serde encodes and decodes schemas.ModelRecord on Topic.
 	Serde *schemas.Serde
-	// Blobs is the artifact store Publish writes to. Reading needs only the
-	// record's artifact_uri, so a read-only Registry may leave it nil.
+	// Blobs is the artifact store Publish writes to (see Blobs for the
+	// URLs: a directory, s3://, mem://). Reading needs only the record's
+	// artifact_uri (file:// or s3://), so a read-only Registry may leave
+	// it nil. The caller closes it.
 	Blobs *Blobs
 	// PublicKey, when set, is the ed25519 key every artifact's record
 	// signature must verify with before it serves (and before Publish
@@ -485,7 +487,7 @@ func (r *Registry) champion(name string, ms *modelSnap) *Loaded {
 	if r.refused[name] == id {
 		return cur
 	}
-	m, reason, err := Verify(rec, r.o.PublicKey)
+	m, reason, err := r.verify(rec)
 	if err != nil {
 		r.refused[name] = id
 		r.m.refused.WithLabelValues(name, reason).Inc()
@@ -510,6 +512,17 @@ func (r *Registry) champion(name string, ms *modelSnap) *Loaded {
 		r.o.OnSwap(name, from, rec.Version)
 	}
 	return l
+}
+
+// verify is Verify with the registry's key, reading artifacts of its own
+// blob store through it (a mem:// or already opened bucket) and others
+// with Read.
+func (r *Registry) verify(rec schemas.ModelRecord) (model.Model, string, error) {
+	read := Read
+	if b := r.o.Blobs; b != nil {
+		read = func(uri string) ([]byte, error) { return b.Read(context.Background(), uri) }
+	}
+	return verify(rec, r.o.PublicKey, read)
 }
 
 // Key is the record key of a version: "<name>/<version>".

@@ -385,7 +385,7 @@ func TestChampionDoesNotAllocate(t *testing.T) {
 }
 
 func TestReadURI(t *testing.T) {
-	for _, uri := range []string{"http://x/y", "s3://b/k", "file://remote/x", "::"} {
+	for _, uri := range []string{"http://x/y", "gs://b/k", "s3://b", "s3:///k", "file://remote/x", "::"} {
 		if _, err := Read(uri); err == nil {
 			t.Errorf("Read(%q) succeeded", uri)
 		}
@@ -443,4 +443,54 @@ func testModel(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestBlobStores: a directory path, a file:// URL and mem:// store and
+// read back artifacts; a registry on mem:// serves what it published.
+func TestBlobStores(t *testing.T) {
+	ctx := ctxT(t)
+	dir := t.TempDir()
+	for _, where := range []string{dir, "file://" + filepath.ToSlash(dir), "mem://"} {
+		b, err := OpenBlobs(ctx, where)
+		if err != nil {
+			t.Fatal(err)
+		}
+		uri, err := b.Put("m", 7, model.FormatLightGBMText, []byte("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasSuffix(uri, "/m/v7.txt") {
+			t.Errorf("%s: uri %s", where, uri)
+		}
+		if got, err := b.Read(ctx, uri); err != nil || string(got) != "x" {
+			t.Errorf("%s: Read(%s) = %q, %v", where, uri, got, err)
+		}
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, bad := range []string{"s3://bucket/some/path", "file://host/dir", "nope://x"} {
+		if _, err := OpenBlobs(ctx, bad); err == nil {
+			t.Errorf("OpenBlobs(%q) succeeded", bad)
+		}
+	}
+
+	f := newFixture(t)
+	mem, err := OpenBlobs(ctx, "mem://")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	f.blobs = mem
+	r := f.start(t)
+	rec, err := r.Publish(ctx, schemas.ModelRecord{Name: "fraud", Aliases: []string{Champion}}, artifact(t, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.ArtifactURI != "mem:///fraud/v1.json" {
+		t.Fatalf("artifact uri %s", rec.ArtifactURI)
+	}
+	if v := champion(t, r); v != 1 {
+		t.Fatalf("champion v%d", v)
+	}
 }

@@ -17,6 +17,11 @@ import (
 // checkArtifact). On failure reason is one of "signature", "read",
 // "checksum", "parse", "mismatch".
 func Verify(rec schemas.ModelRecord, pub ed25519.PublicKey) (m model.Model, reason string, err error) {
+	return verify(rec, pub, Read)
+}
+
+// verify is Verify reading artifacts with read.
+func verify(rec schemas.ModelRecord, pub ed25519.PublicKey, read func(uri string) ([]byte, error)) (m model.Model, reason string, err error) {
 	fail := func(reason string, err error) (model.Model, string, error) {
 		return nil, reason, fmt.Errorf("registry: verify %s v%d: %w", rec.Name, rec.Version, err)
 	}
@@ -25,7 +30,7 @@ func Verify(rec schemas.ModelRecord, pub ed25519.PublicKey) (m model.Model, reas
 			return fail("signature", err)
 		}
 	}
-	b, err := Read(rec.ArtifactURI)
+	b, err := read(rec.ArtifactURI)
 	if err != nil {
 		return fail("read", err)
 	}
