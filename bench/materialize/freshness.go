@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -47,6 +48,7 @@ type sample struct {
 	entity   string
 	eventMs  int64
 	produced time.Time
+	warm     bool // sent during the warm-up: not counted
 }
 
 // freshness runs the processor and materializer roles (as `weir run --role
@@ -183,6 +185,7 @@ func freshness(ctx context.Context, e *env, f *flags) error {
 	watch := make(chan sample, 1<<16)
 	var lat []time.Duration
 	var missed int
+	var firstServed atomic.Int64 // unix ns of the first watched event seen in Redis
 	checked := make(chan struct{})
 	go func() { // the watcher
 		defer close(checked)
@@ -220,10 +223,14 @@ func freshness(ctx context.Context, e *env, f *flags) error {
 			kept := pending[:0]
 			for i, s := range pending {
 				if found[i] && rows[i].EventTime >= s.eventMs {
+					firstServed.CompareAndSwap(0, now.UnixNano())
+					if s.warm {
+						continue
+					}
 					lat = append(lat, now.Sub(s.produced))
 					k := fmt.Sprint(s.entity, "/", s.eventMs)
 					stageMu.Lock()
-					for j := range stages {
+					for j := range stages { // only measured samples reach here
 						if at, ok := seenAt[j][k]; ok {
 							stages[j] = append(stages[j], at.Sub(s.produced))
 						}
@@ -241,7 +248,7 @@ func freshness(ctx context.Context, e *env, f *flags) error {
 		}
 	}()
 
-	fmt.Printf("\nfreshness: %d events/s for %v (+%v warm-up) over %d cards through processor (exactly-once, commit interval %v) and online materializer; one event in %d watched\n",
+	fmt.Printf("\nfreshness: %d events/s for %v (after a warm-up: at least %v, until every group is serving) over %d cards through processor (exactly-once, commit interval %v) and online materializer; one event in %d watched\n",
 		f.freshRate, f.freshFor, warmup, cards, cfg.Kafka.CommitInterval.D(), every)
 	start := time.Now()
 	perTick := f.freshRate / 100 // every 10ms
@@ -250,11 +257,17 @@ func freshness(ctx context.Context, e *env, f *flags) error {
 	var measuredFrom reading
 	tick := time.NewTicker(10 * time.Millisecond)
 	for now := range tick.C {
-		elapsed := now.Sub(start)
-		if !warmed && elapsed >= warmup {
+		// The warm-up lasts until every group joined and the pipeline has
+		// served events for 2s: a consumer group joining late would
+		// otherwise count its start-up as latency.
+		if fs := firstServed.Load(); !warmed && now.Sub(start) >= warmup && fs != 0 && now.Sub(time.Unix(0, fs)) >= 2*time.Second {
 			warmed, measuredFrom = true, meter{server: e.redis, broker: e.broker}.read()
+			fmt.Printf("freshness: warmed up after %.1fs\n", now.Sub(start).Seconds())
 		}
-		if elapsed >= warmup+f.freshFor {
+		if !warmed && now.Sub(start) > time.Minute {
+			return fmt.Errorf("freshness: no event served from Redis within a minute")
+		}
+		if warmed && now.Sub(measuredFrom.at) >= f.freshFor {
 			break
 		}
 		for range perTick {
@@ -268,8 +281,8 @@ func freshness(ctx context.Context, e *env, f *flags) error {
 			}
 			at := time.Now()
 			cl.Produce(ctx, &kgo.Record{Topic: src.Topic, Key: []byte(t.CardID), Value: b}, nil)
-			if i%every == 0 && elapsed >= warmup {
-				watch <- sample{entity: t.CardID, eventMs: t.EventTime, produced: at}
+			if i%every == 0 {
+				watch <- sample{entity: t.CardID, eventMs: t.EventTime, produced: at, warm: !warmed}
 			}
 		}
 	}
@@ -297,5 +310,26 @@ func freshness(ctx context.Context, e *env, f *flags) error {
 	fmt.Printf("freshness: produce -> served from Redis: p50 %.1f ms  p90 %.1f ms  p99 %.1f ms  max %.1f ms (2ms poll resolution)\n", q(0.5), q(0.9), q(0.99), q(1))
 	fmt.Printf("freshness: CPU over the measured %0.fs: bench process (processor+materializers+producer) %.2f cores, redis %.2f, broker %.2f, other %.1f%% of the machine%s\n",
 		u.Wall, u.Self/u.Wall, u.Server/u.Wall, u.Broker/u.Wall, 100*u.Other/max(u.MachineCapacity, 1e-9), warn(u.Other/max(u.MachineCapacity, 1e-9)))
+	if mfs, err := renv.Metrics.Gather(); err == nil {
+		for _, mf := range mfs {
+			if mf.GetName() != "weir_materialize_batch_seconds" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				h := m.GetHistogram()
+				var name string
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "materializer" {
+						name = l.GetValue()
+					}
+				}
+				var le []string
+				for _, b := range h.GetBucket() {
+					le = append(le, fmt.Sprintf("<=%gs:%d", b.GetUpperBound(), b.GetCumulativeCount()))
+				}
+				fmt.Printf("freshness: %s sink writes: %d, mean %.1f ms; cumulative %s\n", name, h.GetSampleCount(), 1000*h.GetSampleSum()/float64(max(h.GetSampleCount(), 1)), strings.Join(le, " "))
+			}
+		}
+	}
 	return nil
 }
