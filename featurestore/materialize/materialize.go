@@ -13,6 +13,12 @@
 // revise an earlier version) are materialized like any row: the sinks keep
 // or serve the newest version (see package featurestore).
 //
+// A batch is what one poll returns, up to Config.MaxBatch records, gathered
+// over several polls for up to Config.Linger; a sink that implements
+// BatchHinter (offline.Store: 50,000 rows, 250ms) sets both when the config
+// leaves them zero. The next batch decodes into the previous batch's rows,
+// so a sink must not keep them (FeatureWriter's contract).
+//
 // Rebuild reads a features topic once, from the start to the end offsets
 // at the call, without a group, into a sink: it refills a flushed or new
 // Redis beside the running materializers (see Rebuild).
