@@ -20,12 +20,13 @@
 // [Registry.Run] reads the topic from its start and keeps an immutable
 // snapshot behind an atomic.Pointer. When a model's champion changes, the
 // champion's artifact is read and verified before it serves (see [Verify]):
-// the SHA-256 of the bytes read must equal the record's, the artifact must
-// load as the record's format (any format model.Load reads: logreg-json,
-// xgboost-json, lightgbm-text), its signature must verify when
-// Options.PublicKey is set, and its name (where the format has one) and
-// feature names (where it records them) must equal the record's. An artifact that fails is
-// refused (an Error log line and a count in
+// its record's ed25519 signature must verify when Options.PublicKey is set
+// (see [Sign]), the SHA-256 of the bytes read must equal the record's, the
+// artifact must load as the record's format (any format model.Load reads:
+// logreg-json, xgboost-json, lightgbm-text), and its name (where the
+// format has one) and feature names (where it records them) must equal the
+// record's. An artifact that fails is refused (an Error log line and a
+// count in
 // weir_registry_artifacts_refused_total) and the previous champion keeps
 // serving. A refused artifact is not read again while the same version
 // and SHA-256 hold the alias; moving the alias away and back retries it.
