@@ -89,4 +89,18 @@ func TestModelsRegister(t *testing.T) {
 	if !strings.Contains(out.String(), "v1") || !strings.Contains(out.String(), "champion") || strings.Contains(out.String(), "v2") {
 		t.Fatalf("models list:\n%s", out.String())
 	}
+
+	// With model_registry.private_key, what this process publishes is
+	// signed without -key.
+	signing := filepath.Join(dir, "signing.yaml")
+	if err := os.WriteFile(signing, []byte(cfg+"\nmodel_registry:\n  public_key: "+filepath.Join(dir, "k.pub.pem")+"\n  private_key: "+filepath.Join(dir, "k.pem")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := run(ctx, []string{"models", "register", "-config", signing, "-model", "fraud", "-artifact", xgb}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if want := "fraud v2 (xgboost-json, 6 features, signed)"; !strings.Contains(out.String(), want) {
+		t.Fatalf("register with private_key: %q, want %q", out.String(), want)
+	}
 }

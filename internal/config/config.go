@@ -310,6 +310,11 @@ type ModelRegistry struct {
 	// with it (`weir models register -key` signs); unset, artifacts are
 	// checked by SHA-256 only.
 	PublicKey string `yaml:"public_key"`
+	// PrivateKey is the file of an ed25519 private key (PEM "PRIVATE
+	// KEY") that this process signs what it publishes with (the trainer,
+	// the bootstrap, `weir models register` without -key). Keep it only
+	// where versions are made.
+	PrivateKey string `yaml:"private_key"`
 	// Artifacts is the blob store new artifacts are written to: a
 	// directory or file:///dir (default <data_dir>/models), or a bucket
 	// URL such as s3://bucket?region=eu-west-1 (S3-compatible stores:

@@ -40,13 +40,13 @@ func (e *Env) Models(ctx context.Context) (*registry.Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: model_registry.artifacts: %w", e.Cfg.Path(), err)
 	}
-	pub, err := e.modelsPublicKey()
+	pub, priv, err := e.modelsKeys()
 	if err != nil {
 		blobs.Close()
 		return nil, err
 	}
 	r, err := registry.New(registry.Options{
-		Kafka: e.Kafka, Topic: e.Cfg.ModelsTopic(), Serde: serde, Blobs: blobs, PublicKey: pub,
+		Kafka: e.Kafka, Topic: e.Cfg.ModelsTopic(), Serde: serde, Blobs: blobs, PublicKey: pub, SigningKey: priv,
 		Logger: e.Log.With("role", "registry"), Registerer: e.Metrics,
 		OnSwap: func(name string, from, to int32) {
 			e.Log.Info("champion changed", "model", name, "from", from, "to", to)
@@ -71,21 +71,30 @@ func (e *Env) Models(ctx context.Context) (*registry.Registry, error) {
 	return r, nil
 }
 
-// modelsPublicKey reads model_registry.public_key; nil when unset.
-func (e *Env) modelsPublicKey() (ed25519.PublicKey, error) {
-	path := e.Cfg.ModelRegistry.PublicKey
-	if path == "" {
-		return nil, nil
+// modelsKeys reads model_registry.public_key and private_key; nil when
+// unset.
+func (e *Env) modelsKeys() (ed25519.PublicKey, ed25519.PrivateKey, error) {
+	var pub ed25519.PublicKey
+	var priv ed25519.PrivateKey
+	for _, k := range []struct {
+		field, path string
+		parse       func([]byte) error
+	}{
+		{"model_registry.public_key", e.Cfg.ModelRegistry.PublicKey, func(b []byte) (err error) { pub, err = registry.ParsePublicKey(b); return err }},
+		{"model_registry.private_key", e.Cfg.ModelRegistry.PrivateKey, func(b []byte) (err error) { priv, err = registry.ParsePrivateKey(b); return err }},
+	} {
+		if k.path == "" {
+			continue
+		}
+		b, err := os.ReadFile(k.path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %s: %w", e.Cfg.Path(), k.field, err)
+		}
+		if err := k.parse(b); err != nil {
+			return nil, nil, fmt.Errorf("%s: %s: %s: %w", e.Cfg.Path(), k.field, k.path, err)
+		}
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("%s: model_registry.public_key: %w", e.Cfg.Path(), err)
-	}
-	pub, err := registry.ParsePublicKey(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: model_registry.public_key: %s: %w", e.Cfg.Path(), path, err)
-	}
-	return pub, nil
+	return pub, priv, nil
 }
 
 // ScorerHooks returns one processor hook per model scoring src: each scores
