@@ -2,10 +2,6 @@ package e2e
 
 import (
 	"context"
-	"log/slog"
-	"net"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -18,7 +14,6 @@ import (
 	"github.com/weirhq/weir/internal/roles"
 	"github.com/weirhq/weir/internal/testenv"
 	"github.com/weirhq/weir/schemas"
-	"github.com/weirhq/weir/schemas/registry"
 )
 
 // correctionsConfig is a source that tolerates 10s of out-of-orderness and
@@ -75,30 +70,8 @@ func TestCorrections(t *testing.T) {
 	cfg.ClickHouse.Addr = testenv.ClickHouseAddr(t)
 	cfg.ClickHouse.Database = db
 
-	srv, err := registry.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	defer l.Close()
-	cfg.SchemaRegistry.URL = "http://" + l.Addr().String()
-
-	logf, err := os.CreateTemp(t.TempDir(), "weir-*.log")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			lines := strings.Split(string(b), "\n")
-			t.Logf("last log lines:\n%s", strings.Join(lines[max(0, len(lines)-40):], "\n"))
-		}
-	}()
-	env, err := roles.NewEnv(cfg, slog.New(slog.NewTextHandler(logf, nil)), "corr")
+	cfg.SchemaRegistry.URL = serveRegistry(t)
+	env, err := roles.NewEnv(cfg, roleLog(t, 40), "corr")
 	if err != nil {
 		t.Fatal(err)
 	}

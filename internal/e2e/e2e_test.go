@@ -3,10 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"math"
-	"net"
-	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -21,7 +18,6 @@ import (
 	"github.com/weirhq/weir/internal/roles"
 	"github.com/weirhq/weir/internal/testenv"
 	"github.com/weirhq/weir/schemas"
-	"github.com/weirhq/weir/schemas/registry"
 	"github.com/weirhq/weir/streams"
 )
 
@@ -76,30 +72,8 @@ func runEndToEnd(t *testing.T, seeds []string) {
 	cfg.ClickHouse.Database = db
 	cfg.Serve.Addr = "127.0.0.1:0"
 
-	srv, err := registry.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	defer l.Close()
-	cfg.SchemaRegistry.URL = "http://" + l.Addr().String()
-
-	logf, err := os.CreateTemp(t.TempDir(), "weir-*.log")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			lines := strings.Split(string(b), "\n")
-			t.Logf("last log lines:\n%s", strings.Join(lines[max(0, len(lines)-60):], "\n"))
-		}
-	}()
-	env, err := roles.NewEnv(cfg, slog.New(slog.NewTextHandler(logf, nil)), "e2e")
+	cfg.SchemaRegistry.URL = serveRegistry(t)
+	env, err := roles.NewEnv(cfg, roleLog(t, 60), "e2e")
 	if err != nil {
 		t.Fatal(err)
 	}
