@@ -26,20 +26,32 @@ func listed(l kadm.ListedOffsets, err error) (map[int32]int64, error) {
 	return out, nil
 }
 
-// retried lists again while a topic just created is not known to every
-// broker yet (up to 10s).
-func retried(ctx context.Context, list func() (kadm.ListedOffsets, error)) (map[int32]int64, error) {
+// transient says whether err may pass by itself: a topic just created and
+// not yet known to every broker, or a retriable broker error such as the
+// group coordinator still loading on a fresh cluster.
+func transient(err error) bool {
+	return errors.Is(err, kerr.UnknownTopicOrPartition) || errors.Is(err, kerr.LeaderNotAvailable) || kerr.IsRetriable(err)
+}
+
+// again calls f until it succeeds, fails for good, or 40 tries 250ms apart
+// (10s) have passed.
+func again[T any](ctx context.Context, f func() (T, error)) (T, error) {
 	for i := 0; ; i++ {
-		out, err := listed(list())
-		if err == nil || i == 40 || !errors.Is(err, kerr.UnknownTopicOrPartition) && !errors.Is(err, kerr.LeaderNotAvailable) {
+		out, err := f()
+		if err == nil || i == 40 || !transient(err) {
 			return out, err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return out, ctx.Err()
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// retried lists again while the listing fails transiently.
+func retried(ctx context.Context, list func() (kadm.ListedOffsets, error)) (map[int32]int64, error) {
+	return again(ctx, func() (map[int32]int64, error) { return listed(list()) })
 }
 
 // offsetsAt is each partition's first offset with a timestamp at or after t
@@ -63,10 +75,13 @@ func offsetsAt(ctx context.Context, adm *kadm.Client, topic string, t time.Time)
 
 // groupOffsets is a group's committed offsets on topic (empty: none).
 func groupOffsets(ctx context.Context, adm *kadm.Client, group, topic string) (map[int32]int64, error) {
-	resp, err := adm.FetchOffsets(ctx, group)
-	if err == nil {
-		err = resp.Error()
-	}
+	resp, err := again(ctx, func() (kadm.OffsetResponses, error) {
+		resp, err := adm.FetchOffsets(ctx, group)
+		if err == nil {
+			err = resp.Error()
+		}
+		return resp, err
+	})
 	if errors.Is(err, kerr.GroupIDNotFound) {
 		return map[int32]int64{}, nil // kfake: a group never committed to
 	}
@@ -88,10 +103,13 @@ func commit(ctx context.Context, adm *kadm.Client, group, topic string, at map[i
 	for p, o := range at {
 		os.AddOffset(topic, p, o, -1)
 	}
-	resp, err := adm.CommitOffsets(ctx, group, os)
-	if err == nil {
-		err = resp.Error()
-	}
+	_, err := again(ctx, func() (kadm.OffsetResponses, error) {
+		resp, err := adm.CommitOffsets(ctx, group, os)
+		if err == nil {
+			err = resp.Error()
+		}
+		return resp, err
+	})
 	if err != nil {
 		return fmt.Errorf("backfill: commit start offsets of group %s: %w", group, err)
 	}
