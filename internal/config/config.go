@@ -300,6 +300,9 @@ type Model struct {
 	// multi-class model (0-based, as the model numbers its outputs).
 	// Unset, a multi-class champion is refused by the scorer.
 	PositiveClass *int `yaml:"positive_class"`
+	// Rollout says which registry aliases score the model's events and
+	// whose decision is served (champion only when unset); see Rollout.
+	Rollout Rollout `yaml:"rollout"`
 }
 
 // ModelRegistry configures how model artifacts are trusted.
@@ -574,6 +577,7 @@ func (c *Config) applyDefaults() {
 		if c.Models[i].Threshold == 0 {
 			c.Models[i].Threshold = 0.5
 		}
+		c.Models[i].Rollout.applyDefaults()
 	}
 	if c.Labels.Schema == "" {
 		c.Labels.Schema = "label"
