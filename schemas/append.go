@@ -86,9 +86,11 @@ func AppendPrediction(dst []byte, p *Prediction) []byte {
 			dst = appendString(dst, p.Features[i].Name)
 			dst = appendDouble(dst, p.Features[i].Value)
 			dst = appendLong(dst, p.Features[i].AgeMs)
+			dst = appendBool(dst, p.Features[i].Stale)
 		}
 	}
-	return append(dst, 0)
+	dst = append(dst, 0) // end of the features array
+	return appendBool(dst, p.Shadow)
 }
 
 // AppendHeader appends the wire-format header of the serde's schema id.

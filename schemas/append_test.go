@@ -44,9 +44,9 @@ func TestAppendMatchesHamba(t *testing.T) {
 		}
 		p := schemas.Prediction{PredictionID: str(), Entity: str(), EventTime: r.Int64(), ScoredTime: -r.Int64(), ModelName: str(),
 			ModelVersion: int32(r.Uint32()), RolloutArm: str(), Score: num(), Threshold: num(), Decision: i%3 == 0,
-			SourcePartition: int32(i), SourceOffset: int64(i) << 40, LatencyUs: int64(i), Features: []schemas.UsedFeature{}}
+			SourcePartition: int32(i), SourceOffset: int64(i) << 40, LatencyUs: int64(i), Features: []schemas.UsedFeature{}, Shadow: i%5 == 1}
 		for range r.IntN(4) * (i % 2) {
-			p.Features = append(p.Features, schemas.UsedFeature{Name: str(), Value: num(), AgeMs: -int64(i)})
+			p.Features = append(p.Features, schemas.UsedFeature{Name: str(), Value: num(), AgeMs: -int64(i), Stale: r.IntN(2) == 0})
 		}
 		for _, c := range []struct {
 			schema *schemas.Schema

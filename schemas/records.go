@@ -53,6 +53,10 @@ type UsedFeature struct {
 	Name  string  `avro:"name"`
 	Value float64 `avro:"value"`
 	AgeMs int64   `avro:"age_ms"`
+	// Stale: AgeMs is more than the feature's max age (models[].max_age,
+	// max_ages; default the view's TTL). Records written before the field
+	// read as false.
+	Stale bool `avro:"stale"`
 }
 
 // Prediction is one model decision on one event.
@@ -71,6 +75,10 @@ type Prediction struct {
 	SourceOffset    int64         `avro:"source_offset"`
 	LatencyUs       int64         `avro:"latency_us"`
 	Features        []UsedFeature `avro:"features"`
+	// Shadow marks a shadow arm's prediction: scored and logged, not
+	// served. Each scored event has exactly one prediction with Shadow
+	// false per model. Records written before the field read as false.
+	Shadow bool `avro:"shadow"`
 }
 
 // MonitorMetric is one metric of one closed monitoring window.

@@ -1,0 +1,95 @@
+package schemas_test
+
+import (
+	"context"
+	"encoding/json"
+	"reflect"
+	"testing"
+
+	"github.com/hamba/avro/v2"
+
+	"github.com/weirhq/weir/schemas"
+)
+
+// predictionWithout returns prediction.avsc without its shadow field: the
+// schema predictions were written with before rollouts.
+func predictionWithout(t *testing.T, field string) string {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(schemas.MustParse(schemas.PredictionSchema).Text), &m); err != nil {
+		t.Fatal(err)
+	}
+	var kept []any
+	for _, f := range m["fields"].([]any) {
+		if f.(map[string]any)["name"] != field {
+			kept = append(kept, f)
+		}
+	}
+	if len(kept) == len(m["fields"].([]any)) {
+		t.Fatalf("prediction.avsc has no field %q", field)
+	}
+	m["fields"] = kept
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestPredictionShadowCompatible checks that adding shadow kept
+// prediction.avsc compatible both ways, that a prediction written before it
+// reads as served (shadow false) and that an old reader reads a new record.
+func TestPredictionShadowCompatible(t *testing.T) {
+	ctx := context.Background()
+	oldJSON := predictionWithout(t, "shadow")
+	old, err := avro.Parse(oldJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := schemas.MustParse(schemas.PredictionSchema).Avro
+	compat := avro.NewSchemaCompatibility()
+	if err := compat.Compatible(cur, old); err != nil {
+		t.Fatalf("new reader, old writer: %v", err)
+	}
+	if err := compat.Compatible(old, cur); err != nil {
+		t.Fatalf("old reader, new writer: %v", err)
+	}
+
+	reg := newRegistry(t)
+	oldID, err := reg.Register(ctx, "old-prediction-value", oldJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := schemas.NewSerde(ctx, reg, "prediction-value", schemas.MustParse(schemas.PredictionSchema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := schemas.Prediction{PredictionID: "e1", Entity: "c1", ModelName: "m", ModelVersion: 2, RolloutArm: "champion", Score: 0.25,
+		Threshold: 0.5, Features: []schemas.UsedFeature{}}
+	body, err := avro.Marshal(old, &in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got schemas.Prediction
+	got.Shadow = true // the decoder must set it from the default
+	if err := s.Decode(ctx, append(schemas.AppendHeader(nil, oldID), body...), &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, in) || got.Shadow {
+		t.Fatalf("old record read as\n%+v\nwant\n%+v", got, in)
+	}
+
+	// A new shadow record read by an old reader: every field but shadow.
+	in.Shadow = true
+	rs, err := compat.Resolve(old, cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back schemas.Prediction
+	if err := avro.Unmarshal(rs, schemas.AppendPrediction(nil, &in), &back); err != nil {
+		t.Fatal(err)
+	}
+	if in.Shadow = false; !reflect.DeepEqual(back, in) {
+		t.Fatalf("new record read by the old schema as\n%+v\nwant\n%+v", back, in)
+	}
+}
