@@ -31,6 +31,30 @@ type Event struct {
 	Partition int32
 	Offset    int64
 	Rows      []*schemas.FeatureRow // one per view, in view order
+	// Keys are the event's keys of the entities declared on its source:
+	// every entity of TaskConfig.Entities whose key field is the source's
+	// key or a repartition's field (an entity with views of the source), in
+	// TaskConfig.Entities order. A hook reads other entities' features by
+	// them (the scorer looks them up in the online store). Each Key aliases
+	// the decoded event: valid only during the hook.
+	Keys []EntityKey
+}
+
+// EntityKey is an event's key of one entity.
+type EntityKey struct {
+	Entity string // the entity's name (config.Entity.Name)
+	Key    []byte
+}
+
+// EntityKey returns the event's key of the named entity; nil when the
+// entity is not declared on the event's source.
+func (ev *Event) EntityKey(entity string) []byte {
+	for i := range ev.Keys {
+		if ev.Keys[i].Entity == entity {
+			return ev.Keys[i].Key
+		}
+	}
+	return nil
 }
 
 // EventHook is called for every accepted event after its features are
@@ -99,10 +123,12 @@ type Task struct {
 	projFields []string // key, event time, id, then the other source fields read
 	projection *schemas.Projection
 	proj       []schemas.Value
-	fieldPos   []int // where each engine field's value is in proj
-	catPos     []int // where each categorical field's value is in proj
-	filterPos  []int // where each filter's field's value is in proj
-	repartPos  []int // where each repartition's key is in proj
+	fieldPos   []int       // where each engine field's value is in proj
+	catPos     []int       // where each categorical field's value is in proj
+	filterPos  []int       // where each filter's field's value is in proj
+	repartPos  []int       // where each repartition's key is in proj
+	keys       []EntityKey // Event.Keys, reused for every event
+	keyPos     []int       // where each of keys is in proj
 
 	ttl int64 // ms: entities expire this long after their newest event
 
@@ -210,6 +236,21 @@ func NewTask(cfg TaskConfig, srcSerde, rowSerde *schemas.Serde, log *slog.Logger
 			return nil, fmt.Errorf("processors: repartition to %s: %d partitions", r.Topic, r.Partitions)
 		}
 		t.repartPos = append(t.repartPos, pos(r.Field))
+	}
+	for _, e := range cfg.Entities {
+		pos := -1
+		if e.Key == cfg.Source.Key {
+			pos = 0
+		}
+		for i, r := range cfg.Repartitions {
+			if pos < 0 && r.Field == e.Key {
+				pos = t.repartPos[i]
+			}
+		}
+		if pos >= 0 {
+			t.keys = append(t.keys, EntityKey{Entity: e.Name})
+			t.keyPos = append(t.keyPos, pos)
+		}
 	}
 	if _, err := schemas.NewProjector(srcSerde.Schema().Avro, srcSerde.Schema().Avro, t.projFields); err != nil {
 		return nil, fmt.Errorf("processors: source %s (schema %s): %w", cfg.Source.Name, srcSerde.Schema().Name, err)
@@ -361,7 +402,10 @@ func (t *Task) Process(ctx context.Context, rec *kgo.Record, out []*kgo.Record) 
 	}
 	// The rows are the task's, reused for every event: hooks must not keep
 	// them. A view's row is the event's own only if the view emitted one.
-	ev := Event{Key: key, ID: id, Time: ts, Partition: rec.Partition, Offset: rec.Offset, Rows: t.eventRows()}
+	for i, pos := range t.keyPos {
+		t.keys[i].Key = vals[pos].Bytes
+	}
+	ev := Event{Key: key, ID: id, Time: ts, Partition: rec.Partition, Offset: rec.Offset, Rows: t.eventRows(), Keys: t.keys}
 	for _, h := range t.hooks {
 		if out, err = h(ctx, &ev, out); err != nil {
 			return out, err

@@ -1,6 +1,7 @@
 package processors_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -583,7 +585,8 @@ func TestRepartitionedEntity(t *testing.T) {
 		// their own paces (here: a backlog), so a merchant's events arrive
 		// out of order by up to that skew: the lateness must cover it.
 		c.Sources[0].Lateness = config.Duration(time.Hour)
-		c.Entities = append(c.Entities, config.Entity{Name: "merchant", Key: "merchant_id"})
+		// device has no view of the source: events carry no key of it.
+		c.Entities = append(c.Entities, config.Entity{Name: "merchant", Key: "merchant_id"}, config.Entity{Name: "device", Key: "device_id"})
 		c.Views = append(c.Views, config.View{Name: "merchant_activity", Source: "payments", Entity: "merchant", TTL: config.Duration(24 * time.Hour),
 			Features: []config.Feature{
 				{Name: "txn_count_5m", Agg: "count", Window: config.Duration(5 * time.Minute)},
@@ -597,10 +600,26 @@ func TestRepartitionedEntity(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	repart := f.cfg.RepartitionTopic("payments", "merchant")
 	src := f.cfg.Sources[0]
-	// The source's task forwards accepted events to the repartition topic.
+	// The source's task forwards accepted events to the repartition topic,
+	// and hands its hooks every event's keys of card and merchant.
+	var mu sync.Mutex
+	hookKeys := map[string][]processors.EntityKey{} // by event id
+	keysHook := func(_ context.Context, ev *processors.Event, out []*kgo.Record) ([]*kgo.Record, error) {
+		keys := make([]processors.EntityKey, len(ev.Keys))
+		for i, k := range ev.Keys {
+			keys[i] = processors.EntityKey{Entity: k.Entity, Key: slices.Clone(k.Key)}
+		}
+		if ev.EntityKey("device") != nil || !bytes.Equal(ev.EntityKey("card"), []byte(ev.Key)) {
+			return out, fmt.Errorf("event %s: device key %q, card key %q, event key %q", ev.ID, ev.EntityKey("device"), ev.EntityKey("card"), ev.Key)
+		}
+		mu.Lock()
+		hookKeys[ev.ID] = keys
+		mu.Unlock()
+		return out, nil
+	}
 	srcTask, err := processors.NewTask(processors.TaskConfig{Source: src, Views: f.cfg.ViewsOfEntity("payments", "card"), Entities: f.cfg.Entities,
 		FeatureTopics: []string{f.cfg.FeaturesTopic("card_activity")}, ChangelogTopic: f.cfg.ChangelogTopic("payments"), Opts: opts,
-		Repartitions: []processors.Repartition{{Field: "merchant_id", Topic: repart, Partitions: f.cfg.Topics.Partitions}}}, f.txn, f.rows, log, nil)
+		Repartitions: []processors.Repartition{{Field: "merchant_id", Topic: repart, Partitions: f.cfg.Topics.Partitions}}}, f.txn, f.rows, log, nil, keysHook)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -649,6 +668,10 @@ func TestRepartitionedEntity(t *testing.T) {
 			t.Fatalf("%s twice in the repartition topic", tx.TxnID)
 		}
 		seen[tx.TxnID] = true
+		want := []processors.EntityKey{{Entity: "card", Key: []byte(tx.CardID)}, {Entity: "merchant", Key: []byte(tx.MerchantID)}}
+		if got := hookKeys[tx.TxnID]; !slices.EqualFunc(got, want, func(a, b processors.EntityKey) bool { return a.Entity == b.Entity && bytes.Equal(a.Key, b.Key) }) {
+			t.Fatalf("%s: hook saw keys %q, want %q", tx.TxnID, got, want)
+		}
 		if string(r.Key) != tx.MerchantID || r.Partition != processors.Partition(r.Key, f.cfg.Topics.Partitions) {
 			t.Fatalf("%s keyed %q on partition %d, merchant %s", tx.TxnID, r.Key, r.Partition, tx.MerchantID)
 		}
