@@ -73,6 +73,7 @@ func Topics(c *config.Config) []TopicSpec {
 		TopicSpec{Name: c.AlertsTopic(), Partitions: 1},
 		TopicSpec{Name: c.CommandsTopic(), Partitions: 1},
 		TopicSpec{Name: c.ModelsTopic(), Partitions: 1, Compacted: true},
+		TopicSpec{Name: c.ViewsTopic(), Partitions: 1, Compacted: true},
 	)
 	return out
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/weirhq/weir/featurestore/backfill"
+	"github.com/weirhq/weir/internal/config"
 	"github.com/weirhq/weir/internal/roles"
 	"github.com/weirhq/weir/schemas"
 )
@@ -68,6 +69,9 @@ func cmdBackfill(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer env.Close()
+	if err := env.PublishViews(ctx, "backfill "+v.Name, []config.View{*v}); err != nil {
+		return err
+	}
 	srcSerde, err := env.Serde(ctx, src.Topic, src.Schema)
 	if err != nil {
 		return err

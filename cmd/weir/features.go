@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/weirhq/weir/featurestore"
+	"github.com/weirhq/weir/featurestore/catalog"
 	"github.com/weirhq/weir/featurestore/materialize"
 	"github.com/weirhq/weir/featurestore/offline"
 	"github.com/weirhq/weir/featurestore/online"
@@ -27,8 +28,8 @@ import (
 
 const featuresUsage = `usage: weir features <command> [flags]
 
-  list                        every view: version, entity, kind, TTL, features, where each version lives
-  describe <view>             one view in detail, with the versions stored side by side in ClickHouse and Redis
+  list                        every view version (weir.yaml's and previous ones): entity, kind, TTL, features, where it lives
+  describe <view>[@version]   one view in detail, with the versions defined and stored side by side in ClickHouse and Redis
   get <entity>...             online values of entities (-view name or name@version, repeatable)
   rebuild-online              refill Redis from the feature topics (after a flush or a new Redis)
   verify                      check that Redis holds the newest ClickHouse row of sampled entities
@@ -106,6 +107,7 @@ func featuresList(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("features list", flag.ContinueOnError)
 	var c common
 	c.register(fs)
+	noKafka := fs.Bool("offline", false, "list weir.yaml's views only; do not read the view catalog (previous versions) from Kafka")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -113,14 +115,43 @@ func featuresList(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Previous versions come from the view catalog on Kafka; -offline (or
+	// an unreachable cluster) leaves them out, saying so.
+	var prev []config.View
+	var catNote string
+	if *noKafka {
+		catNote = "previous versions not shown (-offline)"
+	} else {
+		env, err := roles.NewEnv(cfg, c.logger(io.Discard), "cli")
+		if err != nil {
+			return err
+		}
+		kctx, kcancel := context.WithTimeout(ctx, 10*time.Second)
+		cat, err := env.Catalog(kctx)
+		kcancel()
+		env.Close()
+		if err != nil {
+			catNote = fmt.Sprintf("previous versions not shown: view catalog %s unreachable: %v", cfg.ViewsTopic(), err)
+		} else {
+			prev = cat.Previous(cfg.Views)
+		}
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "VIEW\tVERSION\tENTITY\tSOURCE\tKIND\tTTL\tFEATURES\tREDIS KEY\tCLICKHOUSE TABLE")
-	for i := range cfg.Views {
-		v := &cfg.Views[i]
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, v.Version(), v.Entity, v.Source, kind(v), v.TTL.D(),
+	fmt.Fprintln(tw, "VIEW\tVERSION\tCURRENT\tENTITY\tSOURCE\tKIND\tTTL\tFEATURES\tREDIS KEY\tCLICKHOUSE TABLE")
+	line := func(v *config.View, cur string) {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", v.Name, v.Version(), cur, v.Entity, v.Source, kind(v), v.TTL.D(),
 			len(v.Features), redisKeyPattern(cfg, v, v.Version()), clickHouseTable(cfg, v.Name, v.Version()))
 	}
+	for i := range cfg.Views {
+		line(&cfg.Views[i], "yes")
+	}
+	for i := range prev {
+		line(&prev[i], "no")
+	}
 	tw.Flush()
+	if catNote != "" {
+		fmt.Fprintln(stdout, catNote)
+	}
 	fmt.Fprintln(stdout)
 	tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "VIEW\tFEATURE\tAGG\tFIELD\tWINDOW\tFILTER\tPARAMS")
@@ -195,28 +226,60 @@ func featuresDescribe(ctx context.Context, args []string, stdout io.Writer) erro
 		return err
 	}
 	if len(pos) != 1 {
-		return errors.New("usage: weir features describe <view> [-offline] [-redis-scan N] [-config weir.yaml]")
+		return errors.New("usage: weir features describe <view>[@version] [-offline] [-redis-scan N] [-config weir.yaml]")
 	}
 	cfg, err := c.load()
 	if err != nil {
 		return err
 	}
-	v, ok := cfg.View(pos[0])
+	name, asked, _ := strings.Cut(pos[0], "@")
+	v, ok := cfg.View(name)
 	if !ok {
-		return fmt.Errorf("no view %q in %s (weir features list shows them)", pos[0], cfg.Path())
+		return fmt.Errorf("no view %q in %s (weir features list shows them)", name, cfg.Path())
 	}
 	current := v.Version()
+	log := c.logger(io.Discard)
+	env, err := roles.NewEnv(cfg, log, "cli")
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	// The view catalog: when each version was defined, and the definitions
+	// weir.yaml no longer has.
+	var cat *catalog.Catalog
+	var catErr error
+	if !*noStores || (asked != "" && asked != current) {
+		kctx, kcancel := context.WithTimeout(ctx, 10*time.Second)
+		cat, catErr = env.Catalog(kctx)
+		kcancel()
+	}
+	shown := v
+	if asked != "" && asked != current {
+		if catErr != nil {
+			return fmt.Errorf("view %s version %s is not the one in %s (%s), and the view catalog %s is unreachable: %w", name, asked, cfg.Path(), current, cfg.ViewsTopic(), catErr)
+		}
+		old, ok := cat.Get(name, asked)
+		if !ok {
+			return fmt.Errorf("view %s has no version %s: %s has %s, and the view catalog %s records %s", name, asked, cfg.Path(), current, cfg.ViewsTopic(), versionList(cat.Versions(name)))
+		}
+		shown = &old
+	}
 	src, _ := cfg.Source(v.Source)
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "view\t%s\n", v.Name)
-	fmt.Fprintf(tw, "version\t%s (derived from the definition: name, source, entity, kind and features)\n", current)
+	if shown != v {
+		fmt.Fprintf(tw, "version\t%s (a previous definition, from the view catalog; %s has %s)\n", asked, cfg.Path(), current)
+		v = shown
+	} else {
+		fmt.Fprintf(tw, "version\t%s (derived from the definition: name, source, entity, kind and features)\n", current)
+	}
 	fmt.Fprintf(tw, "source\t%s (topic %s)\n", v.Source, src.Topic)
 	fmt.Fprintf(tw, "entity\t%s (key %s)\n", v.Entity, dash(cfg.EntityKey(v.Entity)))
 	fmt.Fprintf(tw, "kind\t%s, lateness %s\n", kind(v), v.Lateness.D())
 	fmt.Fprintf(tw, "ttl\t%s\n", v.TTL.D())
 	fmt.Fprintf(tw, "features topic\t%s\n", cfg.FeaturesTopic(v.Name))
-	fmt.Fprintf(tw, "redis key\t%s\n", redisKeyPattern(cfg, v, current))
-	fmt.Fprintf(tw, "clickhouse table\t%s\n", clickHouseTable(cfg, v.Name, current))
+	fmt.Fprintf(tw, "redis key\t%s\n", redisKeyPattern(cfg, v, v.Version()))
+	fmt.Fprintf(tw, "clickhouse table\t%s\n", clickHouseTable(cfg, v.Name, v.Version()))
 	tw.Flush()
 	fmt.Fprintln(stdout)
 	tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
@@ -231,18 +294,23 @@ func featuresDescribe(ctx context.Context, args []string, stdout io.Writer) erro
 
 	// The versions stored side by side: ClickHouse tables and Redis keys.
 	// Either store may be unreachable; what the other says still shows.
-	log := c.logger(io.Discard)
-	env, err := roles.NewEnv(cfg, log, "cli")
-	if err != nil {
-		return err
-	}
 	type stored struct {
 		off       *offline.StoredVersion
 		redisKeys int64
 		inRedis   bool
+		defined   *catalog.Entry
 	}
 	versions := map[string]*stored{current: {}}
 	var notes []string
+	if catErr != nil {
+		notes = append(notes, "view catalog "+cfg.ViewsTopic()+": "+catErr.Error())
+	}
+	for _, e := range cat.Versions(name) {
+		if versions[e.Version] == nil {
+			versions[e.Version] = &stored{}
+		}
+		versions[e.Version].defined = &e
+	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	if conn, err := env.ClickHouse(cctx); err != nil {
@@ -283,7 +351,7 @@ func featuresDescribe(ctx context.Context, args []string, stdout io.Writer) erro
 	}
 	fmt.Fprintln(stdout)
 	tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "STORED VERSION\tCURRENT\tCLICKHOUSE ROWS\tENTITIES\tEVENT TIMES\tKNOWN UNTIL\tREDIS KEYS\tCOLUMNS")
+	fmt.Fprintln(tw, "STORED VERSION\tCURRENT\tDEFINED\tCLICKHOUSE ROWS\tENTITIES\tEVENT TIMES\tKNOWN UNTIL\tREDIS KEYS\tCOLUMNS")
 	order := slices.SortedFunc(maps.Keys(versions), func(a, b string) int {
 		if (a == current) != (b == current) { // the current version first
 			if a == current {
@@ -314,13 +382,31 @@ func featuresDescribe(ctx context.Context, args []string, stdout io.Writer) erro
 				keys = ">=" + keys
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ver, cur, rows, ents, times, known, keys, cols)
+		defined := "not in catalog"
+		if d := s.defined; d != nil {
+			defined = d.RegisteredAt.UTC().Format(time.RFC3339) + " by " + d.By
+		} else if catErr != nil {
+			defined = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ver, cur, defined, rows, ents, times, known, keys, cols)
 	}
 	tw.Flush()
 	for _, n := range notes {
 		fmt.Fprintln(stdout, "unreachable, not shown:", n)
 	}
 	return nil
+}
+
+// versionList names recorded versions, e.g. "v1 (2026-12-01), v2 (...)".
+func versionList(es []catalog.Entry) string {
+	if len(es) == 0 {
+		return "none"
+	}
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = e.Version + " (" + e.RegisteredAt.UTC().Format(time.RFC3339) + ")"
+	}
+	return strings.Join(out, ", ")
 }
 
 func msTime(ms int64) string { return time.UnixMilli(ms).UTC().Format(time.RFC3339) }

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/weirhq/weir/featurestore/catalog"
 	"github.com/weirhq/weir/featurestore/offline"
 	"github.com/weirhq/weir/featurestore/online"
 	"github.com/weirhq/weir/internal/config"
@@ -70,11 +71,11 @@ func TestFeaturesDefinitions(t *testing.T) {
 	}
 	v, _ := cfg.View("card_activity")
 	ver := v.Version()
-	out, err := weir(t, "features", "list", "-config", path)
+	out, err := weir(t, "features", "list", "-offline", "-config", path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustContain(t, "weir features list", out, "card_activity", ver, "card", "payments", "sliding", "24h0m0s",
+	mustContain(t, "weir features list", out, "card_activity", ver, "card", "payments", "sliding", "24h0m0s", "previous versions not shown (-offline)",
 		"weir:{<card>}:card_activity:"+ver, "weir_demo.features_card_activity_"+ver,
 		"amount_sum_5m", "sum", "amount", "5m0s")
 	out, err = weir(t, "features", "describe", "card_activity", "-offline", "-config", path)
@@ -230,6 +231,34 @@ func TestFeaturesStores(t *testing.T) {
 	if err := online.New(rdb, prefix, cfg.Views).Write(ctx, []schemas.FeatureRow{oldRow}); err != nil {
 		t.Fatal(err)
 	}
+	// Both definitions in the view catalog, as the processors of each
+	// weir.yaml record them.
+	if resp, err := kadm.NewClient(cl).CreateTopics(ctx, 1, 1, map[string]*string{"cleanup.policy": ptr("compact")}, cfg.ViewsTopic()); err != nil || resp.Error() != nil {
+		t.Fatalf("create %s: %v %v", cfg.ViewsTopic(), err, resp.Error())
+	}
+	defined := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	for i, d := range []config.View{old, *v} {
+		if _, err := catalog.Publish(ctx, []kgo.Opt{kgo.SeedBrokers(seeds...)}, cfg.ViewsTopic(), []config.View{d}, "test", defined.Add(time.Duration(i)*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err = weir(t, "features", "list", "-config", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, "weir features list with the catalog", strings.Join(strings.Fields(out), " "),
+		"card_activity "+ver+" yes card payments", "card_activity "+old.Version()+" no card payments sliding 24h0m0s 2 ")
+	out, err = weir(t, "features", "describe", "card_activity@"+old.Version(), "-offline", "-config", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, "weir features describe of the previous version", out, old.Version()+" (a previous definition", "features_card_activity_"+old.Version(), "amount_sum_5m")
+	if strings.Contains(out, "txn_count_1h") {
+		t.Errorf("describe of the previous version shows a feature it did not have:\n%s", out)
+	}
+	if _, err := weir(t, "features", "describe", "card_activity@vnothere", "-config", path); err == nil || !strings.Contains(err.Error(), "no version vnothere") || !strings.Contains(err.Error(), old.Version()) {
+		t.Errorf("describe of an unknown version: %v", err)
+	}
 	out, err = weir(t, "features", "describe", "card_activity", "-config", path)
 	if err != nil {
 		t.Fatal(err)
@@ -241,13 +270,15 @@ func TestFeaturesStores(t *testing.T) {
 			lines[f[0]] = strings.Join(f, " ")
 		}
 	}
-	if l := lines[ver]; !strings.HasPrefix(l, ver+" yes 120 30 ") || !strings.Contains(l, " 30 txn_count_5m,amount_sum_5m,txn_count_1h") {
+	if l := lines[ver]; !strings.HasPrefix(l, ver+" yes 2026-12-01T01:00:00Z by test 120 30 ") || !strings.Contains(l, " 30 txn_count_5m,amount_sum_5m,txn_count_1h") {
 		t.Errorf("describe's current version line %q:\n%s", l, out)
 	}
-	if l := lines[old.Version()]; !strings.HasPrefix(l, old.Version()+" no 1 1 ") || !strings.HasSuffix(l, " 1 txn_count_5m,amount_sum_5m") {
+	if l := lines[old.Version()]; !strings.HasPrefix(l, old.Version()+" no 2026-12-01T00:00:00Z by test 1 1 ") || !strings.HasSuffix(l, " 1 txn_count_5m,amount_sum_5m") {
 		t.Errorf("describe's older version line %q:\n%s", l, out)
 	}
 	if strings.Contains(out, "unreachable") {
 		t.Errorf("describe found a store unreachable:\n%s", out)
 	}
 }
+
+func ptr(s string) *string { return &s }

@@ -300,6 +300,13 @@ type Model struct {
 	// multi-class model (0-based, as the model numbers its outputs).
 	// Unset, a multi-class champion is refused by the scorer.
 	PositiveClass *int `yaml:"positive_class"`
+	// MaxAge is how old a feature value may be, by event time (the scored
+	// event's time minus the feature row's), before the prediction flags it
+	// stale; the value is still used, and stale features are counted.
+	// Unset (0), each feature's max age is its view's ttl. MaxAges
+	// overrides it per feature ("view.feature": duration).
+	MaxAge  Duration            `yaml:"max_age"`
+	MaxAges map[string]Duration `yaml:"max_ages"`
 	// Rollout says which registry aliases score the model's events and
 	// whose decision is served (champion only when unset); see Rollout.
 	Rollout Rollout `yaml:"rollout"`
@@ -694,6 +701,10 @@ func (c *Config) CommandsTopic() string { return c.Topics.Prefix + ".commands" }
 
 // ModelsTopic is the compacted model registry.
 func (c *Config) ModelsTopic() string { return c.Topics.Prefix + ".models" }
+
+// ViewsTopic is the compacted catalog of every view version defined
+// (featurestore/catalog).
+func (c *Config) ViewsTopic() string { return c.Topics.Prefix + ".views" }
 
 // Source returns the named source.
 func (c *Config) Source(name string) (*Source, bool) {

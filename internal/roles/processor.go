@@ -21,6 +21,13 @@ func (e *Env) Processor(ctx context.Context, src config.Source, hooks ...process
 	if err != nil {
 		return nil, fmt.Errorf("processor %s: %w", src.Name, err)
 	}
+	var defs []config.View
+	for _, v := range e.Cfg.ViewsOf(src.Name) {
+		defs = append(defs, *v)
+	}
+	if err := e.PublishViews(ctx, "processor "+src.Name, defs); err != nil {
+		return nil, err
+	}
 	var own []*config.View
 	for _, v := range e.Cfg.ViewsOf(src.Name) {
 		if e.Cfg.EntityKey(v.Entity) == src.Key {
