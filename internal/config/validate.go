@@ -241,10 +241,11 @@ func (c *Config) Validate() error {
 			if _, ok := v.Feature(fn); !ok {
 				bad(ff, "view %q has no feature %q", vn, fn)
 			}
-			if v.Source != m.Source {
-				bad(ff, "view %q reads source %q, the model scores %q", vn, v.Source, m.Source)
-			} else if src, ok := c.Source(m.Source); ok && c.EntityKey(v.Entity) != src.Key {
-				bad(ff, "view %q is of entity %q, not keyed by the source's key %q: the inline scorer reads only the scored event's own entity's views", vn, v.Entity, src.Key)
+			// The scorer looks a view up by the scored event's key of the
+			// view's entity: the source's key, or the key of an entity with
+			// views of the source (its events carry it).
+			if src, ok := c.Source(m.Source); ok && !c.sourceHasKey(src, c.EntityKey(v.Entity)) {
+				bad(ff, "view %q is of entity %q, whose key %q is neither source %q's key nor the key of an entity with views of it: the scorer cannot look it up", vn, v.Entity, c.EntityKey(v.Entity), m.Source)
 			}
 		}
 		if m.Threshold <= 0 || m.Threshold >= 1 {
@@ -260,6 +261,16 @@ func (c *Config) Validate() error {
 		}
 		if math.IsNaN(m.Default) || math.IsInf(m.Default, 0) {
 			bad(f+".default", "%g is not finite", m.Default)
+		}
+		if m.MaxAge < 0 {
+			bad(f+".max_age", "must not be negative, got %s", m.MaxAge.D())
+		}
+		for _, ref := range slices.Sorted(maps.Keys(m.MaxAges)) {
+			if !slices.Contains(m.Features, ref) {
+				bad(f+".max_ages", "%q is not one of the model's features", ref)
+			} else if d := m.MaxAges[ref]; d <= 0 {
+				bad(f+".max_ages", "%q: must be positive, got %s", ref, d.D())
+			}
 		}
 		if m.PositiveClass != nil && *m.PositiveClass < 0 {
 			bad(f+".positive_class", "must be 0 or more, got %d", *m.PositiveClass)
@@ -364,4 +375,18 @@ func mapValue(n *yaml.Node, key string) *yaml.Node {
 		}
 	}
 	return nil
+}
+
+// sourceHasKey reports whether src's events carry the entity key field key:
+// it is the source's key or the key of an entity with views of src.
+func (c *Config) sourceHasKey(src *Source, key string) bool {
+	if key == src.Key {
+		return true
+	}
+	for _, e := range c.Rekeyed(src.Name) {
+		if c.EntityKey(e) == key {
+			return true
+		}
+	}
+	return false
 }
