@@ -18,18 +18,24 @@
 // # Loading
 //
 // [Registry.Run] reads the topic from its start and keeps an immutable
-// snapshot behind an atomic.Pointer. When a model's champion changes, the
-// champion's artifact is read and verified before it serves (see [Verify]):
+// snapshot behind an atomic.Pointer. Every alias that serves is loaded: the
+// champion always, and per model the aliases Options.Aliases names (the
+// arms of its rollout, see scoring/rollout). When the version an alias
+// points at changes, its artifact is read and verified before it serves
+// (see [Verify]):
 // its record's ed25519 signature must verify when Options.PublicKey is set
 // (see [Sign]), the SHA-256 of the bytes read must equal the record's, the
 // artifact must load as the record's format (any format model.Load reads:
 // logreg-json, xgboost-json, lightgbm-text), and its name (where the
 // format has one) and feature names (where it records them) must equal the
 // record's. An artifact that fails is refused (an Error log line and a
-// count in
-// weir_registry_artifacts_refused_total) and the previous champion keeps
-// serving. A refused artifact is not read again while the same version
-// and SHA-256 hold the alias; moving the alias away and back retries it.
+// count in weir_registry_artifacts_refused_total) and the alias's previous
+// version keeps serving. A refused artifact is not read again while the
+// same version and SHA-256 hold the alias; moving the alias away and back
+// retries it. Two aliases on the same version and SHA-256 share one loaded
+// model. When the champion alias is on no version the previous champion
+// keeps serving; when another serving alias is on no version (a challenger
+// promoted, its alias removed), that alias stops serving.
 //
 // Writers ([Registry.Publish], [Registry.MoveAlias]) are meant to run in one
 // process at a time (the trainer, which consumes the single-partition
@@ -42,6 +48,7 @@
 //	weir_registry_artifacts_refused_total{model,reason}  champion artifacts refused (reason: signature, read, checksum, parse, mismatch)
 //	weir_registry_swaps_total{model}                champion swaps
 //	weir_registry_champion_version{model}           version of the serving champion
+//	weir_registry_serving_version{model,alias}      version each serving alias serves (0: none)
 package registry
 
 import (
@@ -110,9 +117,12 @@ type Options struct {
 	// serving champion changed from version from (0: none) to to. It must
 	// not block.
 	OnSwap func(name string, from, to int32)
+	// Aliases names, per model, the aliases besides Champion whose
+	// versions are loaded and served (see Serving): a rollout's arms.
+	Aliases map[string][]string
 }
 
-// Loaded is a champion that passed verification: its record and its
+// Loaded is a version that passed verification: its record and its
 // parsed model. It is immutable.
 type Loaded struct {
 	Record schemas.ModelRecord
@@ -145,8 +155,8 @@ type Registry struct {
 	// Owned by Run's goroutine.
 	state   map[string]map[int32]entry
 	seq     uint64
-	loaded  map[string]*Loaded
-	refused map[string]string // model -> "version/sha256" refused last
+	loaded  map[string]map[string]*Loaded // model -> alias -> serving
+	refused map[string]string             // model\x00alias -> "version/sha256" refused last
 }
 
 // entry is one version's latest record and the order it was read in.
@@ -161,9 +171,9 @@ type snapshot struct {
 }
 
 type modelSnap struct {
-	records  []schemas.ModelRecord // by version, ascending
-	aliases  map[string]int32
-	champion *Loaded
+	records []schemas.ModelRecord // by version, ascending
+	aliases map[string]int32
+	serving map[string]*Loaded // alias -> what serves; Champion included
 }
 
 func (s *snapshot) model(name string) *modelSnap {
@@ -187,7 +197,7 @@ func (m *modelSnap) get(version int32) (schemas.ModelRecord, bool) {
 type metrics struct {
 	records, undecodable prometheus.Counter
 	refused, swaps       *prometheus.CounterVec
-	champion             *prometheus.GaugeVec
+	champion, serving    *prometheus.GaugeVec
 }
 
 // New returns a Registry; call Run to read the topic, and Close when done.
@@ -199,13 +209,14 @@ func New(o Options) (*Registry, error) {
 		o: o, log: o.Logger, now: o.Now,
 		ready: make(chan struct{}), stopped: make(chan struct{}),
 		pos: map[int32]int64{}, advanced: make(chan struct{}),
-		state: map[string]map[int32]entry{}, loaded: map[string]*Loaded{}, refused: map[string]string{},
+		state: map[string]map[int32]entry{}, loaded: map[string]map[string]*Loaded{}, refused: map[string]string{},
 		m: metrics{
 			records:     prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_registry_records_total", Help: "Model registry records read."}),
 			undecodable: prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_registry_records_undecodable_total", Help: "Model registry records that did not decode and were skipped."}),
 			refused:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_registry_artifacts_refused_total", Help: "Champion artifacts refused at load (signature, read, checksum, parse, mismatch)."}, []string{"model", "reason"}),
 			swaps:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_registry_swaps_total", Help: "Champion swaps."}, []string{"model"}),
 			champion:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "weir_registry_champion_version", Help: "Version of the serving champion."}, []string{"model"}),
+			serving:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "weir_registry_serving_version", Help: "Version each serving alias serves (0: none)."}, []string{"model", "alias"}),
 		},
 	}
 	if r.log == nil {
@@ -215,7 +226,7 @@ func New(o Options) (*Registry, error) {
 		r.now = time.Now
 	}
 	if reg := o.Registerer; reg != nil {
-		for _, c := range []prometheus.Collector{r.m.records, r.m.undecodable, r.m.refused, r.m.swaps, r.m.champion} {
+		for _, c := range []prometheus.Collector{r.m.records, r.m.undecodable, r.m.refused, r.m.swaps, r.m.champion, r.m.serving} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("registry: register metrics: %w", err)
 			}
@@ -236,11 +247,21 @@ func (r *Registry) Close() { r.prod.Close() }
 // Champion returns the serving champion of a model: the last champion
 // whose artifact passed verification. It takes no lock.
 func (r *Registry) Champion(name string) (*Loaded, bool) {
+	return r.Serving(name, Champion)
+}
+
+// Serving returns what an alias of a model serves: the last version the
+// alias pointed at whose artifact passed verification (see the package
+// doc for an alias on no version). Only Champion and the aliases
+// Options.Aliases names are loaded. It takes no lock; the Loaded is
+// immutable, so a caller that reads it once scores with one version.
+func (r *Registry) Serving(name, alias string) (*Loaded, bool) {
 	m := r.snap.Load().model(name)
-	if m == nil || m.champion == nil {
+	if m == nil {
 		return nil, false
 	}
-	return m.champion, true
+	l := m.serving[alias]
+	return l, l != nil
 }
 
 // Get returns the record of one version. Its slices and map are shared:
@@ -460,51 +481,101 @@ func (r *Registry) rebuild(changed map[string]bool) {
 			}
 		}
 		slices.SortFunc(ms.records, func(a, b schemas.ModelRecord) int { return int(a.Version) - int(b.Version) })
-		ms.champion = r.champion(name, ms)
+		ms.serving = map[string]*Loaded{}
+		for _, alias := range r.servedAliases(name) {
+			if l := r.serve(name, alias, ms); l != nil {
+				ms.serving[alias] = l
+			}
+		}
 		next.models[name] = ms
 	}
 	r.snap.Store(next)
 }
 
-// champion returns what should serve for a model: the champion record's
-// verified artifact, or the previous champion when it fails.
-func (r *Registry) champion(name string, ms *modelSnap) *Loaded {
-	cur := r.loaded[name]
-	v, ok := ms.aliases[Champion]
-	if !ok {
-		if cur != nil {
-			r.log.Warn("registry: no version holds the champion alias; the previous champion keeps serving", "model", name, "version", cur.Record.Version)
+// servedAliases lists the aliases of a model that are loaded: Champion
+// first, then Options.Aliases[name].
+func (r *Registry) servedAliases(name string) []string {
+	out := []string{Champion}
+	for _, a := range r.o.Aliases[name] {
+		if !slices.Contains(out, a) {
+			out = append(out, a)
 		}
-		return cur
+	}
+	return out
+}
+
+// serve returns what should serve for an alias of a model: its record's
+// verified artifact, or what served before when it fails (see the package
+// doc for an alias on no version).
+func (r *Registry) serve(name, alias string, ms *modelSnap) *Loaded {
+	loaded := r.loaded[name]
+	if loaded == nil {
+		loaded = map[string]*Loaded{}
+		r.loaded[name] = loaded
+	}
+	cur := loaded[alias]
+	v, ok := ms.aliases[alias]
+	if !ok {
+		if cur == nil {
+			return nil
+		}
+		if alias == Champion {
+			r.log.Warn("registry: no version holds the champion alias; the previous champion keeps serving", "model", name, "version", cur.Record.Version)
+			return cur
+		}
+		r.log.Info("registry: alias removed; it no longer serves", "model", name, "alias", alias, "version", cur.Record.Version)
+		delete(loaded, alias)
+		r.m.serving.WithLabelValues(name, alias).Set(0)
+		return nil
 	}
 	rec, _ := ms.get(v)
 	if cur != nil && cur.Record.Version == rec.Version && cur.Record.SHA256 == rec.SHA256 {
 		// Same artifact; refresh the record (aliases, reason).
 		l := &Loaded{Record: rec, Model: cur.Model}
-		r.loaded[name] = l
+		loaded[alias] = l
 		return l
 	}
-	id := fmt.Sprintf("%d/%s", rec.Version, rec.SHA256)
-	if r.refused[name] == id {
-		return cur
-	}
-	m, reason, err := r.verify(rec)
-	if err != nil {
-		r.refused[name] = id
-		r.m.refused.WithLabelValues(name, reason).Inc()
-		attrs := []any{"model", name, "version", rec.Version, "artifact_uri", rec.ArtifactURI, "reason", reason, "err", err}
-		if cur != nil {
-			attrs = append(attrs, "serving_version", cur.Record.Version)
+	var m model.Model
+	for _, o := range loaded { // another alias already serves this artifact
+		if o.Record.Version == rec.Version && o.Record.SHA256 == rec.SHA256 && o.Record.Signature == rec.Signature {
+			m = o.Model
 		}
-		r.log.Error("registry: champion artifact refused; the previous champion keeps serving", attrs...)
-		return cur
 	}
-	delete(r.refused, name)
+	if m == nil {
+		key := name + "\x00" + alias
+		id := fmt.Sprintf("%d/%s", rec.Version, rec.SHA256)
+		if r.refused[key] == id {
+			return cur
+		}
+		var reason string
+		var err error
+		m, reason, err = r.verify(rec)
+		if err != nil {
+			r.refused[key] = id
+			r.m.refused.WithLabelValues(name, reason).Inc()
+			attrs := []any{"model", name, "alias", alias, "version", rec.Version, "artifact_uri", rec.ArtifactURI, "reason", reason, "err", err}
+			if cur != nil {
+				attrs = append(attrs, "serving_version", cur.Record.Version)
+			}
+			msg := "registry: " + alias + " artifact refused; the alias's previous version keeps serving"
+			if alias == Champion {
+				msg = "registry: champion artifact refused; the previous champion keeps serving"
+			}
+			r.log.Error(msg, attrs...)
+			return cur
+		}
+		delete(r.refused, key)
+	}
 	l := &Loaded{Record: rec, Model: m}
-	r.loaded[name] = l
+	loaded[alias] = l
 	var from int32
 	if cur != nil {
 		from = cur.Record.Version
+	}
+	r.m.serving.WithLabelValues(name, alias).Set(float64(rec.Version))
+	if alias != Champion {
+		r.log.Info("registry: alias swapped", "model", name, "alias", alias, "from", from, "to", rec.Version, "sha256", rec.SHA256, "reason", rec.Reason)
+		return l
 	}
 	r.m.swaps.WithLabelValues(name).Inc()
 	r.m.champion.WithLabelValues(name).Set(float64(rec.Version))

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -110,8 +111,14 @@ func (s *started) swapped() []swap {
 // start runs a Registry on the fixture's topic until the test ends.
 func (f *fixture) start(t *testing.T) *started {
 	t.Helper()
+	return f.startWith(t, nil)
+}
+
+// startWith is start with Options changed by opt (when not nil).
+func (f *fixture) startWith(t *testing.T, opt func(*Options)) *started {
+	t.Helper()
 	s := &started{log: &syncBuffer{}, prom: prometheus.NewRegistry()}
-	r, err := New(Options{
+	o := Options{
 		Kafka: []kgo.Opt{kgo.SeedBrokers(f.seeds...)}, Topic: f.topic, Serde: f.serde, Blobs: f.blobs,
 		Logger:     slog.New(slog.NewTextHandler(s.log, nil)),
 		Registerer: s.prom,
@@ -121,7 +128,11 @@ func (f *fixture) start(t *testing.T) *started {
 			s.swaps = append(s.swaps, swap{from, to})
 			s.mu.Unlock()
 		},
-	})
+	}
+	if opt != nil {
+		opt(&o)
+	}
+	r, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -492,5 +503,110 @@ func TestBlobStores(t *testing.T) {
 	}
 	if v := champion(t, r); v != 1 {
 		t.Fatalf("champion v%d", v)
+	}
+}
+
+// TestServingAliases checks that the aliases Options.Aliases names are
+// verified and served like the champion, each on its own: a refused
+// artifact keeps the alias's previous version serving, an alias on the
+// champion's artifact shares its loaded model, an alias that is not named
+// is not loaded, and an alias removed from every version stops serving.
+func TestServingAliases(t *testing.T) {
+	f := newFixture(t)
+	r := f.startWith(t, func(o *Options) { o.Aliases = map[string][]string{"fraud": {"challenger", "blue"}} })
+	ctx := ctxT(t)
+	serving := func(alias string) int32 {
+		t.Helper()
+		l, ok := r.Serving("fraud", alias)
+		if !ok {
+			return 0
+		}
+		if l.Model == nil || l.Model.(*model.LogReg).Bias != -float64(l.Record.Version) {
+			t.Fatalf("%s serves v%d with the wrong model %+v", alias, l.Record.Version, l.Model)
+		}
+		return l.Record.Version
+	}
+	publish := func(v int32, alias string) {
+		t.Helper()
+		rec, err := r.Publish(ctx, schemas.ModelRecord{Name: "fraud", Aliases: []string{alias}}, artifact(t, -float64(v)))
+		if err != nil || rec.Version != v {
+			t.Fatalf("publish v%d: %v (got v%d)", v, err, rec.Version)
+		}
+	}
+	publish(1, Champion)
+	publish(2, "challenger")
+	publish(3, "other") // not named in Options.Aliases: recorded, not loaded
+	if c, ch, b := serving(Champion), serving("challenger"), serving("blue"); c != 1 || ch != 2 || b != 0 {
+		t.Fatalf("champion v%d challenger v%d blue v%d, want 1, 2, none", c, ch, b)
+	}
+	if v, ok := r.Alias("fraud", "other"); !ok || v != 3 {
+		t.Fatalf("alias other at v%d %v", v, ok)
+	}
+	if _, ok := r.Serving("fraud", "other"); ok {
+		t.Fatal("an alias not in Options.Aliases serves")
+	}
+
+	// A tampered v4 as challenger: refused, v2 keeps serving as challenger.
+	a4 := artifact(t, -4)
+	uri, err := f.blobs.Put("fraud", 4, model.Format, bytes.Replace(a4, []byte("0.25"), []byte("9.25"), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev, _ := r.Get("fraud", 2)
+	prev = clone(prev)
+	prev.Aliases = nil
+	r.produceRaw(t, ctx, schemas.ModelRecord{Name: "fraud", Version: 4, Format: model.Format, Features: []string{"card.amount", "card.count"},
+		ArtifactURI: uri, SHA256: model.SHA256(a4), Aliases: []string{"challenger"}}, prev)
+	if v, _ := r.Alias("fraud", "challenger"); v != 4 {
+		t.Fatalf("challenger alias at v%d, want v4 (per the records)", v)
+	}
+	if got := serving("challenger"); got != 2 {
+		t.Fatalf("challenger serves v%d after a tampered v4, want v2", got)
+	}
+	if n := testutil.ToFloat64(r.m.refused.WithLabelValues("fraud", "checksum")); n != 1 {
+		t.Fatalf("refused{checksum} = %v, want 1", n)
+	}
+	if log := r.log.String(); !strings.Contains(log, "challenger artifact refused") || !strings.Contains(log, "alias=challenger") {
+		t.Fatalf("log does not explain the refusal:\n%s", log)
+	}
+	if got := serving(Champion); got != 1 {
+		t.Fatalf("champion v%d, want v1 untouched", got)
+	}
+
+	// blue on the champion's version shares its loaded model.
+	if _, err := r.MoveAlias(ctx, "fraud", "blue", 1, "ab"); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := r.Serving("fraud", Champion)
+	b, ok := r.Serving("fraud", "blue")
+	if !ok || b.Record.Version != 1 || b.Model != c.Model {
+		t.Fatalf("blue %+v does not share the champion's model", b)
+	}
+
+	// A valid challenger v5, then the alias removed from every version.
+	publish(5, "challenger")
+	if got := serving("challenger"); got != 5 {
+		t.Fatalf("challenger v%d, want v5", got)
+	}
+	if g := testutil.ToFloat64(r.m.serving.WithLabelValues("fraud", "challenger")); g != 5 {
+		t.Fatalf("serving gauge %v, want 5", g)
+	}
+	var drop []schemas.ModelRecord
+	for _, rec := range r.List("fraud") {
+		if slices.Contains(rec.Aliases, "challenger") {
+			rec = clone(rec)
+			rec.Aliases = slices.DeleteFunc(rec.Aliases, func(a string) bool { return a == "challenger" })
+			drop = append(drop, rec)
+		}
+	}
+	r.produceRaw(t, ctx, drop...)
+	if _, ok := r.Serving("fraud", "challenger"); ok {
+		t.Fatal("challenger serves after its alias was removed")
+	}
+	if g := testutil.ToFloat64(r.m.serving.WithLabelValues("fraud", "challenger")); g != 0 {
+		t.Fatalf("serving gauge %v after removal, want 0", g)
+	}
+	if got, want := r.swapped(), []swap{{0, 1}}; !equalSwaps(got, want) {
+		t.Fatalf("champion swaps %v, want %v: other aliases must not call OnSwap", got, want)
 	}
 }
