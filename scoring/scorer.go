@@ -224,6 +224,9 @@ func (s *Scorer) Score(ev Event) (schemas.Prediction, error) {
 		x[i] = v
 		used[i].Value = v
 		used[i].AgeMs = ev.Time - at
+		if sc, ok := ev.Features.(StaleChecker); ok {
+			used[i].Stale = sc.Stale(name, used[i].AgeMs)
+		}
 	}
 	var score float64
 	if class < 0 {
