@@ -107,12 +107,12 @@ type Options struct {
 // Lookup fetches one model's features for events of its source. It is
 // safe for concurrent use.
 type Lookup struct {
-	model string
-	index map[string]int // model feature -> position
-	maxAge []int64       // ms, per model feature; 0: never stale
-	views []view
-	store Store
-	pool  sync.Pool // *Vector
+	model  string
+	index  map[string]int // model feature -> position
+	maxAge []int64        // ms, per model feature; 0: never stale
+	views  []view
+	store  Store
+	pool   sync.Pool // *Vector
 
 	seconds prometheus.Observer
 	errors  prometheus.Counter
