@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/weirhq/weir/featurestore/catalog"
 	"github.com/weirhq/weir/featurestore/offline"
 	"github.com/weirhq/weir/featurestore/trainingset"
+	"github.com/weirhq/weir/internal/config"
 	"github.com/weirhq/weir/internal/roles"
 )
 
@@ -88,11 +91,36 @@ func cmdTrainingSet(ctx context.Context, args []string, stdout io.Writer) error 
 	if spec.Unit, err = trainingset.ParseTimeUnit(*unit); err != nil {
 		return err
 	}
+	env, err := roles.NewEnv(cfg, c.logger(os.Stderr), "cli")
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	// A version weir.yaml no longer defines (or a view it dropped) comes
+	// from the view catalog, read once and only then.
+	views := slices.Clone(cfg.Views)
+	var cat *catalog.Catalog
 	for i := range reqs {
 		r := &reqs[i]
 		v, ok := cfg.View(r.View)
-		if !ok {
-			return fmt.Errorf("training-set: no view %q in %s", r.View, c.config)
+		if !ok || (r.Version != "" && r.Version != v.Version()) {
+			if cat == nil {
+				kctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				cat, err = env.Catalog(kctx)
+				cancel()
+				if err != nil {
+					return fmt.Errorf("training-set: view %s version %q is not in %s, and the view catalog %s that records older versions is unreachable: %w", r.View, r.Version, c.config, cfg.ViewsTopic(), err)
+				}
+			}
+			if r.Version == "" {
+				return fmt.Errorf("training-set: no view %q in %s (name a recorded version, view:version.feature; the view catalog has %s)", r.View, c.config, versionList(cat.Versions(r.View)))
+			}
+			old, found := cat.Get(r.View, r.Version)
+			if !found {
+				return fmt.Errorf("training-set: view %s has no version %s: %s has %s, the view catalog %s records %s", r.View, r.Version, c.config, currentVersion(cfg, r.View), cfg.ViewsTopic(), versionList(cat.Versions(r.View)))
+			}
+			views = append(views, old)
+			v = &views[len(views)-1]
 		}
 		col := cfg.EntityKey(v.Entity) // the entity's key field names the spine column
 		if col == "" {
@@ -141,17 +169,12 @@ func cmdTrainingSet(ctx context.Context, args []string, stdout io.Writer) error 
 		types[col] = typ
 	}
 
-	env, err := roles.NewEnv(cfg, c.logger(os.Stderr), "cli")
-	if err != nil {
-		return err
-	}
-	defer env.Close()
 	conn, err := env.ClickHouse(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	store, err := offline.New(conn, cfg.ClickHouse.Database, cfg.Views)
+	store, err := offline.New(conn, cfg.ClickHouse.Database, views)
 	if err != nil {
 		return err
 	}
@@ -206,4 +229,12 @@ func parseKnownAt(s string) (int64, error) {
 func isTerminal(f *os.File) bool {
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// currentVersion is weir.yaml's version of a view, or "no such view".
+func currentVersion(cfg *config.Config, view string) string {
+	if v, ok := cfg.View(view); ok {
+		return v.Version()
+	}
+	return "no such view"
 }

@@ -3,12 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/weirhq/weir/featurestore/catalog"
 	"github.com/weirhq/weir/featurestore/offline"
 	"github.com/weirhq/weir/featurestore/trainingset"
 	"github.com/weirhq/weir/internal/config"
@@ -29,6 +36,9 @@ func TestTrainingSetCommand(t *testing.T) {
 	dir := t.TempDir()
 	yaml := strings.Replace(string(demo), "database: weir_demo", "database: "+db, 1)
 	yaml = strings.Replace(yaml, "addr: 127.0.0.1:19000", "addr: "+testenv.ClickHouseAddr(t), 1)
+	seeds := testenv.RealKafka(t)
+	t.Setenv("WEIR_KAFKA_BROKERS", strings.Join(seeds, ","))
+	yaml = strings.Replace(yaml, "  partitions: 4", "  prefix: "+testenv.Name("weir")+"\n  partitions: 4", 1)
 	cfgPath := filepath.Join(dir, "weir.yaml")
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
@@ -63,6 +73,7 @@ func TestTrainingSetCommand(t *testing.T) {
 	if err := os.WriteFile(spine, []byte("card_id,event_time_ms,label\nc1,1500,1\nc1,2500,0\nc2,2500,1\nc1,500,0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	cli := run // the command line, before run names this test's shorthand
 	run := func(args ...string) (string, error) {
 		var out bytes.Buffer
 		err := run(ctx, append([]string{"training-set", "-config", cfgPath, "-spine", spine, "-features", "card_activity.amount_last", "-timestamp", "event_time_ms", "-progress", "never"}, args...), &out)
@@ -120,6 +131,66 @@ func TestTrainingSetCommand(t *testing.T) {
 		}
 		if d.Rows != 4 || d.Cutoff.KnownAt != 5000 || d.Spine.Source != "csv" || d.Views[0].EntityColumn != "card_id" {
 			t.Errorf("description %+v", d)
+		}
+	})
+	// An older definition of the view, recorded in the view catalog, with
+	// its own table: weir.yaml no longer has it, the training set still
+	// names it, and reads only its table.
+	t.Run("previous_version", func(t *testing.T) {
+		old := v
+		old.Features = slices.Clone(v.Features)
+		last := old.Features[len(old.Features)-1]
+		old.Features = []config.Feature{old.Features[0], last}
+		oldStore, err := offline.New(conn, db, []config.View{old})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := oldStore.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r := schemas.FeatureRow{Entity: "c1", View: v.Name, ViewVersion: old.Version(), EventTime: 1200, KnownTime: 1300,
+			SourceTopic: "payments.transactions", SourceOffset: 7, RevisesOffset: -1,
+			Values: []schemas.FeatureValue{{Name: old.Features[0].Name, Value: 3}, {Name: last.Name, Value: 77}}}
+		if err := oldStore.Write(ctx, []schemas.FeatureRow{r}); err != nil {
+			t.Fatal(err)
+		}
+		ref := v.Name + ":" + old.Version() + "." + last.Name
+		args := []string{"training-set", "-config", cfgPath, "-spine", spine, "-features", ref, "-timestamp", "event_time_ms", "-progress", "never", "-replace", "-out", filepath.Join(dir, "old.parquet")}
+		if err := cli(ctx, args, io.Discard); err == nil || !strings.Contains(err.Error(), "no version "+old.Version()) {
+			t.Fatalf("a version the catalog does not record: %v, want an error naming it", err)
+		}
+		opts := []kgo.Opt{kgo.SeedBrokers(seeds...)}
+		cl, err := kgo.NewClient(opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		if _, err := kadm.NewClient(cl).CreateTopic(ctx, 1, 1, map[string]*string{"cleanup.policy": ptr("compact")}, cfg.ViewsTopic()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := catalog.Publish(ctx, opts, cfg.ViewsTopic(), []config.View{old}, "test", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		out := args[len(args)-1]
+		if err := cli(ctx, args, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		sp, err := trainingset.OpenParquet(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sp.Close()
+		var ch trainingset.Chunk
+		if err := sp.Next(&ch, 10); err != nil {
+			t.Fatal(err)
+		}
+		got := ch.Cols[3]
+		// c1 at 1500 and 2500 sees the old version's row at 1200 (77), never
+		// the current version's 11 and 20; c2 and c1 at 500 see nothing.
+		for i, w := range []float64{77, 77, math.NaN(), math.NaN()} {
+			if math.IsNaN(w) != got.IsNull(i) || !math.IsNaN(w) && got.Floats[i] != w {
+				t.Errorf("row %d: %v (null %v), want %v", i, got.Floats[i], got.IsNull(i), w)
+			}
 		}
 	})
 	for _, bad := range []struct {

@@ -182,12 +182,7 @@ var ErrNotExtension = errors.New("not an extension")
 // and its version are untouched; serving and training sets that name it go
 // on as before.
 func (s *Store) Inherit(ctx context.Context, from config.View) error {
-	var v *view
-	for _, c := range s.views {
-		if c.name == from.Name {
-			v = c
-		}
-	}
+	v := s.current[from.Name]
 	if v == nil {
 		return fmt.Errorf("offline: inherit %s: %w", from.Name, ErrUnknownView)
 	}

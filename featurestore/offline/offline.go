@@ -109,6 +109,9 @@ type Store struct {
 	conn  driver.Conn
 	db    string
 	views map[viewKey]*view
+	// current is each view name's first version in New's list: the one a
+	// request without a version names.
+	current map[string]*view
 }
 
 type viewKey struct{ name, version string }
@@ -137,13 +140,15 @@ func LabelsColumn(feature string) string { return feature + "_labels" }
 
 // New returns a store on conn writing to database (created by Migrate) for
 // the given views; each view's current version (config.View.Version) is the
-// one it can write and read. Names that cannot be ClickHouse identifiers,
+// one it can write and read. views may hold several definitions (versions)
+// of one view, e.g. weir.yaml's and older ones from the view catalog: the
+// first of a name is the one a request without a version reads. Names that cannot be ClickHouse identifiers,
 // and features named like another column, are errors.
 func New(conn driver.Conn, database string, views []config.View) (*Store, error) {
 	if !identifier.MatchString(database) {
 		return nil, fmt.Errorf("offline: database name %q is not an identifier", database)
 	}
-	s := &Store{conn: conn, db: database, views: make(map[viewKey]*view, len(views))}
+	s := &Store{conn: conn, db: database, views: make(map[viewKey]*view, len(views)), current: map[string]*view{}}
 	for i := range views {
 		cv := &views[i]
 		v := &view{name: cv.Name, version: cv.Version(), def: *cv, ttlMs: cv.TTL.D().Milliseconds(), index: map[string]int{}}
@@ -189,6 +194,9 @@ func New(conn driver.Conn, database string, views []config.View) (*Store, error)
 		}
 		v.insert = "INSERT INTO " + v.table + " (" + strings.Join(v.columns(), ", ") + ")"
 		s.views[viewKey{v.name, v.version}] = v
+		if s.current[v.name] == nil {
+			s.current[v.name] = v
+		}
 	}
 	return s, nil
 }

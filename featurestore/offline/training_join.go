@@ -182,10 +182,8 @@ func (s *Store) Join(reqs []ViewRequest, cut Cutoff) (*Join, error) {
 func (s *Store) joinView(r ViewRequest) (joinView, error) {
 	version := r.Version
 	if version == "" {
-		for k := range s.views {
-			if k.name == r.View {
-				version = k.version
-			}
+		if c := s.current[r.View]; c != nil {
+			version = c.version
 		}
 	}
 	v, err := s.view(r.View, version)

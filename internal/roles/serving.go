@@ -3,9 +3,11 @@ package roles
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/weirhq/weir/featurestore/online"
 	"github.com/weirhq/weir/featurestore/serve"
+	"github.com/weirhq/weir/internal/config"
 )
 
 // ServingPath is where the serve role answers feature requests
@@ -13,7 +15,8 @@ import (
 const ServingPath = "/v1/features"
 
 // mountServing mounts the online feature serving API on mux: the configured
-// views' current versions from Redis, behind serve.token when it is set. It
+// views' current versions from Redis (and older versions the view catalog
+// records, for requests naming them), behind serve.token when it is set. It
 // returns what to release once the server stopped. A config with views
 // needs Redis (as the materializer does); one without views answers 503
 // there, saying so, and the rest of the serve role (/metrics, /healthz) runs
@@ -35,8 +38,20 @@ func (e *Env) mountServing(ctx context.Context, mux *http.ServeMux) (func(), err
 	if err != nil {
 		return nil, err
 	}
+	// Older versions recorded in the view catalog stay servable to requests
+	// that name them (models trained on them may still be serving).
+	var prev []config.View
+	kctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	cat, err := e.Catalog(kctx)
+	cancel()
+	if err != nil {
+		e.Log.Warn("serve: view catalog unreachable; only weir.yaml's view versions are served", "topic", e.Cfg.ViewsTopic(), "err", err)
+	} else {
+		prev = cat.Previous(e.Cfg.Views)
+	}
 	h, err := serve.New(online.New(rdb, e.Cfg.Redis.KeyPrefix, e.Cfg.Views), serve.Options{
 		Views:      e.Cfg.Views,
+		Previous:   prev,
 		Token:      e.Cfg.Serve.Token.Reveal(),
 		Logger:     e.Log.With("role", "serve"),
 		Registerer: e.Metrics,

@@ -20,7 +20,7 @@ import (
 )
 
 const servingYAML = `
-kafka: {client_id: servingtest, brokers: ["127.0.0.1:9"]} # the serve role never dials Kafka
+kafka: {client_id: servingtest, brokers: ["127.0.0.1:9"]} # unreachable: the serve role starts without the view catalog (weir.yaml's versions only)
 redis: {addr: REDIS, key_prefix: PREFIX}
 serve: {addr: ADDR}
 sources:
@@ -127,6 +127,9 @@ func TestServeRole(t *testing.T) {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+	if !strings.Contains(logs.String(), "view catalog unreachable") {
+		t.Errorf("the log does not say the view catalog was unreachable:\n%s", logs.String())
 	}
 	if strings.Contains(logs.String(), "t0ken") {
 		t.Errorf("the token is in the log:\n%s", logs.String())
