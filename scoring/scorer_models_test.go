@@ -223,7 +223,7 @@ func TestScorerMultiClass(t *testing.T) {
 	}
 }
 
-func mustScorer(t *testing.T, champs Champions, class int) *Scorer {
+func mustScorer(t *testing.T, champs Models, class int) *Scorer {
 	t.Helper()
 	s, err := NewScorer(config.Model{Name: "fraud", Threshold: 0.5, PositiveClass: &class}, champs, Options{})
 	if err != nil {

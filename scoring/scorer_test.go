@@ -22,10 +22,10 @@ type fakeChampions struct {
 	calls atomic.Int64
 }
 
-func (f *fakeChampions) Champion(name string) (*registry.Loaded, bool) {
+func (f *fakeChampions) Serving(name, alias string) (*registry.Loaded, bool) {
 	f.calls.Add(1)
 	l := f.cur.Load()
-	return l, l != nil && name == l.Record.Name
+	return l, l != nil && name == l.Record.Name && alias == registry.Champion
 }
 
 func loaded(version int32, bias float64) *registry.Loaded {
