@@ -145,7 +145,9 @@ func (p *Posteriors) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		fs.EachError(func(t string, part int32, err error) { p.log.Warn("rollout: posteriors fetch", "topic", t, "partition", part, "err", err) })
+		fs.EachError(func(t string, part int32, err error) {
+			p.log.Warn("rollout: posteriors fetch", "topic", t, "partition", part, "err", err)
+		})
 		next := map[string]*State{}
 		var last int64 = -1
 		fs.EachRecord(func(r *kgo.Record) {
