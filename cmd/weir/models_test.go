@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/weirhq/weir/internal/testenv"
 	sr "github.com/weirhq/weir/schemas/registry"
+	"github.com/weirhq/weir/scoring/registry"
 )
 
 // TestModelsRegister runs weir models keygen, register (signed, unsigned,
@@ -102,5 +106,187 @@ func TestModelsRegister(t *testing.T) {
 	}
 	if want := "fraud v2 (xgboost-json, 6 features, signed)"; !strings.Contains(out.String(), want) {
 		t.Fatalf("register with private_key: %q, want %q", out.String(), want)
+	}
+}
+
+// TestModelsPromoteRollback runs weir models promote, rollback, diff,
+// show and history on Kafka (real Apache Kafka when WEIR_KAFKA_BROKERS is
+// set) with signed artifacts: each move is read back by a fresh process
+// (show -json) and the alias timeline by history; a tampered artifact is
+// refused and the champion stays; rollbacks walk back through the
+// recorded holders and stop where none is recorded.
+func TestModelsPromoteRollback(t *testing.T) {
+	seeds, _ := testenv.Kafka(t)
+	srv, err := sr.Open("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	t.Setenv("WEIR_KAFKA_BROKERS", strings.Join(seeds, ","))
+	t.Setenv("WEIR_SCHEMA_REGISTRY_URL", hs.URL)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	prefix := testenv.Name("weirtest")
+	adm, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close()
+	if resp, err := kadm.NewClient(adm).CreateTopic(ctx, 1, 1, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}, prefix+".models"); err != nil || resp.Err != nil {
+		t.Fatal(err, resp.Err)
+	}
+
+	dir := t.TempDir()
+	demo, err := os.ReadFile("../../deploy/demo/weir.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(demo), "data_dir: .weir/dev", "data_dir: "+filepath.Join(dir, "data"), 1)
+	cfg = strings.Replace(cfg, "topics:\n", "topics:\n  prefix: "+prefix+"\n", 1)
+	arts := filepath.Join(dir, "artifacts")
+	config := filepath.Join(dir, "weir.yaml")
+	if err := os.WriteFile(config, []byte(cfg+"\nmodel_registry:\n  public_key: "+filepath.Join(dir, "k.pub.pem")+"\n  private_key: "+filepath.Join(dir, "k.pem")+"\n  artifacts: file://"+arts+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	weir := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := run(ctx, append(append([]string{"models"}, args...), "-config", config), &out)
+		return out.String(), err
+	}
+	must := func(args ...string) string {
+		t.Helper()
+		out, err := weir(args...)
+		if err != nil {
+			t.Fatalf("weir models %v: %v", args, err)
+		}
+		return out
+	}
+	// champion reads the champion alias back in a fresh process.
+	champion := func() int32 {
+		t.Helper()
+		var shown struct {
+			Record struct {
+				Version int32
+				Aliases []string
+			} `json:"record"`
+			Serving int32 `json:"serving_version"`
+		}
+		if err := json.Unmarshal([]byte(must("show", "fraud", "-json")), &shown); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(shown.Record.Aliases, "champion") || shown.Serving != shown.Record.Version {
+			t.Fatalf("show: champion record %+v, serving v%d", shown.Record, shown.Serving)
+		}
+		return shown.Record.Version
+	}
+	xgb := "../../scoring/model/testdata/xgboost/"
+	feats := "card.f0,card.f1,card.f2,card.f3,card.f4,card.f5"
+	if err := run(ctx, []string{"models", "keygen", "-out", filepath.Join(dir, "k")}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	must("register", "-model", "fraud", "-artifact", xgb+"binary_logistic_names.json", "-champion", "-reason", "first")
+	must("register", "-model", "fraud", "-artifact", xgb+"binary_logistic.json", "-features", feats, "-parent", "1", "-reason", "second")
+	must("register", "-model", "fraud", "-artifact", xgb+"binary_logitraw.json", "-features", feats, "-parent", "2", "-reason", "third")
+	must("register", "-model", "fraud", "-artifact", xgb+"binary_logistic_base_score.json", "-features", "card.f5,card.f1,card.f2,card.f3,card.f4,card.g0", "-parent", "2", "-reason", "fourth")
+	if v := champion(); v != 1 {
+		t.Fatalf("champion v%d, want v1", v)
+	}
+
+	out := must("promote", "fraud", "2", "-reason", "better AUC", "-by", "alice")
+	if want := "fraud champion: v1 -> v2 (promote by alice: better AUC)"; !strings.Contains(out, want) || !strings.Contains(out, "signed") {
+		t.Fatalf("promote:\n%s\nwant %q", out, want)
+	}
+	if v := champion(); v != 2 {
+		t.Fatalf("champion v%d after promote, want v2", v)
+	}
+
+	// v3's artifact is changed on disk: promote refuses and v2 stays.
+	if err := os.WriteFile(filepath.Join(arts, "fraud", "v3.json"), []byte(`{"tampered":true}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"promote", "fraud", "3", "-reason", "x"}, "refused, fraud champion stays v2"},
+		{[]string{"promote", "fraud", "3", "-reason", "x"}, "checksum mismatch"},
+		{[]string{"rollback", "fraud", "-to", "v3", "-reason", "x"}, "checksum mismatch"},
+		{[]string{"promote", "fraud", "2"}, "-reason is required"},
+		{[]string{"promote", "fraud", "9", "-reason", "x"}, "no such model version"},
+		{[]string{"promote", "nope", "1", "-reason", "x"}, `no model "nope"`},
+		{[]string{"promote", "fraud", "-reason", "x"}, "usage"},
+		{[]string{"promote", "fraud", "two", "-reason", "x"}, "want a version number"},
+	} {
+		if _, err := weir(c.args...); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want %q", c.args, err, c.want)
+		}
+	}
+	if v := champion(); v != 2 {
+		t.Fatalf("champion v%d after refusals, want v2", v)
+	}
+
+	must("promote", "fraud", "v4", "-reason", "new features", "-by", "bob")
+	out = must("rollback", "fraud", "-reason", "v4 scores drifted", "-by", "carol")
+	if want := "fraud champion: v4 -> v2 (rollback by carol: v4 scores drifted)"; !strings.Contains(out, want) || !strings.Contains(out, "a rollback from v2 goes to v1") {
+		t.Fatalf("rollback:\n%s\nwant %q", out, want)
+	}
+	if v := champion(); v != 2 {
+		t.Fatalf("champion v%d after rollback, want v2", v)
+	}
+	out = must("rollback", "fraud", "-reason", "v2 too", "-by", "carol")
+	if want := "fraud champion: v2 -> v1"; !strings.Contains(out, want) {
+		t.Fatalf("second rollback:\n%s\nwant %q", out, want)
+	}
+	if _, err := weir("rollback", "fraud", "-reason", "again"); err == nil || !strings.Contains(err.Error(), "no earlier holder recorded") || !strings.Contains(err.Error(), "stays v1") {
+		t.Fatalf("rollback past the first champion: %v", err)
+	}
+	out = must("rollback", "fraud", "-to", "4", "-reason", "v4 was fine", "-by", "carol")
+	if want := "fraud champion: v1 -> v4"; !strings.Contains(out, want) {
+		t.Fatalf("rollback -to:\n%s\nwant %q", out, want)
+	}
+	if v := champion(); v != 4 {
+		t.Fatalf("champion v%d after rollback -to 4, want v4", v)
+	}
+
+	out = must("history", "fraud")
+	t.Logf("weir models show fraud:\n%s", must("show", "fraud"))
+	var got []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+		f := strings.Fields(l)
+		got = append(got, strings.Join(f[1:], " "))
+	}
+	want := []string{
+		"champion none v1 publish weir models register first",
+		"champion v1 v2 promote alice better AUC",
+		"champion v2 v4 promote bob new features",
+		"champion v4 v2 rollback carol v4 scores drifted",
+		"champion v2 v1 rollback carol v2 too",
+		"champion v1 v4 rollback carol v4 was fine",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("history:\n%s\nwant rows:\n%s", out, strings.Join(want, "\n"))
+	}
+
+	out = must("diff", "fraud", "2", "v4")
+	for _, want := range []string{"fraud v2 -> v4", "+card.g0 -card.f0 reordered", "parent_version", "reason", "sha256"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("diff output lacks %q:\n%s", want, out)
+		}
+	}
+	var d registry.Diff
+	if err := json.Unmarshal([]byte(must("diff", "fraud", "1", "2", "-json")), &d); err != nil {
+		t.Fatal(err)
+	}
+	fields := map[string]registry.FieldDiff{}
+	for _, f := range d.Fields {
+		fields[f.Field] = f
+	}
+	if d.A != 1 || d.B != 2 || fields["parent_version"].B != "v1" || fields["sha256"].A == fields["sha256"].B || fields["sha256"].A == "" ||
+		!d.Features.Same() || fields["format"] != (registry.FieldDiff{}) {
+		t.Fatalf("diff -json: %+v", d)
+	}
+	if _, err := weir("diff", "fraud", "1", "7"); err == nil || !strings.Contains(err.Error(), "v7") {
+		t.Fatalf("diff with a missing version: %v", err)
 	}
 }
