@@ -33,6 +33,7 @@ const featuresUsage = `usage: weir features <command> [flags]
   get <entity>...             online values of entities (-view name or name@version, repeatable)
   rebuild-online              refill Redis from the feature topics (after a flush or a new Redis)
   verify                      check that Redis holds the newest ClickHouse row of sampled entities
+  inherit <view> [-from v]    give a version that only adds features the history of the version it extends
 
 Run ` + "`weir features <command> -h`" + ` for its flags`
 
@@ -46,6 +47,7 @@ func cmdFeatures(ctx context.Context, args []string, stdout io.Writer) error {
 		"get":            featuresGet,
 		"rebuild-online": featuresRebuild,
 		"verify":         featuresVerify,
+		"inherit":        featuresInherit,
 	}[args[0]]
 	if sub == nil {
 		return fmt.Errorf("unknown features command %q\n%s", args[0], featuresUsage)
@@ -493,6 +495,81 @@ func featuresGet(ctx context.Context, args []string, stdout io.Writer) error {
 			fmt.Fprintf(tw, "%s\t%s@%s\t%s\t%s\t%s\t%s\t%s\n", k.Entity, k.View, k.Version, n, val, status, et.UTC().Format(time.RFC3339Nano), ageText)
 		}
 	}
+	return nil
+}
+
+// featuresInherit starts the ClickHouse table of a view's current version
+// from an earlier version's history (offline.Inherit): for a definition
+// that only added features, run before the new version's materializer
+// creates its table.
+func featuresInherit(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("features inherit", flag.ContinueOnError)
+	var c common
+	c.register(fs)
+	from := fs.String("from", "", "the earlier version to inherit from (default: the newest version the view catalog records before weir.yaml's)")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return errors.New("usage: weir features inherit <view> [-from version] [-config weir.yaml]")
+	}
+	cfg, err := c.load()
+	if err != nil {
+		return err
+	}
+	v, ok := cfg.View(pos[0])
+	if !ok {
+		return fmt.Errorf("no view %q in %s (weir features list shows them)", pos[0], cfg.Path())
+	}
+	env, err := roles.NewEnv(cfg, c.logger(os.Stderr), "cli")
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	kctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	cat, err := env.Catalog(kctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("the earlier definition comes from the view catalog %s: %w", cfg.ViewsTopic(), err)
+	}
+	var old config.View
+	if *from == "" {
+		found := false
+		es := cat.Versions(v.Name)
+		for i := len(es) - 1; i >= 0 && !found; i-- {
+			if es[i].Version != v.Version() {
+				old, found = es[i].View, true
+			}
+		}
+		if !found {
+			return fmt.Errorf("-from: the view catalog %s records no version of %s but weir.yaml's %s: name one", cfg.ViewsTopic(), v.Name, v.Version())
+		}
+	} else if old, ok = cat.Get(v.Name, *from); !ok {
+		return fmt.Errorf("-from %s: the view catalog %s does not record it; it has %s", *from, cfg.ViewsTopic(), versionList(cat.Versions(v.Name)))
+	}
+	conn, err := env.ClickHouse(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	store, err := offline.New(conn, cfg.ClickHouse.Database, cfg.Views)
+	if err != nil {
+		return err
+	}
+	began := time.Now()
+	if err := store.Inherit(ctx, old); err != nil {
+		return err
+	}
+	var added []string
+	for _, f := range v.Features {
+		if _, had := old.Feature(f.Name); !had {
+			added = append(added, f.Name)
+		}
+	}
+	fmt.Fprintf(stdout, "%s@%s inherits the history of %s@%s: table %s from %s (parts hard-linked), added %s (NaN before now), %s\n",
+		v.Name, v.Version(), v.Name, old.Version(), clickHouseTable(cfg, v.Name, v.Version()), clickHouseTable(cfg, v.Name, old.Version()),
+		strings.Join(added, ", "), time.Since(began).Round(time.Millisecond))
 	return nil
 }
 

@@ -282,3 +282,93 @@ func TestFeaturesStores(t *testing.T) {
 }
 
 func ptr(s string) *string { return &s }
+
+// TestFeaturesInherit adds a feature to card_activity: `weir features
+// inherit` gives the new version's ClickHouse table the old version's rows
+// (the old definition from the view catalog), the added feature NaN in
+// them; a second run is refused, and so is a version the catalog lacks.
+func TestFeaturesInherit(t *testing.T) {
+	seeds := testenv.RealKafka(t)
+	conn, db := testenv.ClickHouse(t)
+	topicPrefix := testenv.Name("weir")
+	t.Setenv("WEIR_KAFKA_BROKERS", strings.Join(seeds, ","))
+	t.Setenv("WEIR_CLICKHOUSE_ADDR", testenv.ClickHouseAddr(t))
+	base := map[string]string{
+		"database: weir_demo": "database: " + db,
+		"  partitions: 4":     "  prefix: " + topicPrefix + "\n  partitions: 4",
+	}
+	oldPath := writeConfig(t, base)
+	base["      - {name: amount_last,   agg: last,  field: amount}"] = "      - {name: amount_last,   agg: last,  field: amount}\n      - {name: amount_min_1h, agg: min,   field: amount, window: 1h}"
+	newPath := writeConfig(t, base)
+	oldCfg, err := config.Load(oldPath, os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newCfg, err := config.Load(newPath, os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	old, _ := oldCfg.View("card_activity")
+	cur, _ := newCfg.View("card_activity")
+	if old.Version() == cur.Version() {
+		t.Fatal("adding a feature did not change the version")
+	}
+
+	// The old version's history.
+	store, err := offline.New(conn, db, oldCfg.Views)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var rows []schemas.FeatureRow
+	for i := range 3 {
+		r := schemas.FeatureRow{Entity: "card-1", View: old.Name, ViewVersion: old.Version(), EventTime: int64(1000 * (i + 1)), KnownTime: 5000,
+			SourceTopic: "payments.transactions", SourceOffset: int64(i), RevisesOffset: -1}
+		for j, f := range old.Features {
+			r.Values = append(r.Values, schemas.FeatureValue{Name: f.Name, Value: float64(10*i + j)})
+		}
+		rows = append(rows, r)
+	}
+	if err := store.Write(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := weir(t, "features", "inherit", "card_activity", "-config", newPath); err == nil || !strings.Contains(err.Error(), "records no version") {
+		t.Fatalf("inherit with an empty catalog: %v, want an error saying so", err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if resp, err := kadm.NewClient(cl).CreateTopics(ctx, 1, 1, map[string]*string{"cleanup.policy": ptr("compact")}, newCfg.ViewsTopic()); err != nil || resp.Error() != nil {
+		t.Fatalf("create %s: %v %v", newCfg.ViewsTopic(), err, resp.Error())
+	}
+	if _, err := catalog.Publish(ctx, []kgo.Opt{kgo.SeedBrokers(seeds...)}, newCfg.ViewsTopic(), []config.View{*old}, "test", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := weir(t, "features", "inherit", "card_activity", "-from", "vnothere", "-config", newPath); err == nil || !strings.Contains(err.Error(), "does not record it") {
+		t.Errorf("inherit -from an unknown version: %v", err)
+	}
+	out, err := weir(t, "features", "inherit", "card_activity", "-config", newPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, "weir features inherit", out, "card_activity@"+cur.Version()+" inherits the history of card_activity@"+old.Version(), "added amount_min_1h")
+
+	var n, nans uint64
+	var lastSum float64
+	q := fmt.Sprintf("SELECT count(), countIf(isNaN(amount_min_1h)), sum(amount_last) FROM %s.%s", db, offline.TableName(cur.Name, cur.Version()))
+	if err := conn.QueryRow(ctx, q).Scan(&n, &nans, &lastSum); err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 || nans != 3 || lastSum != 5+15+25 {
+		t.Errorf("the new version's table: %d rows, %d NaN amount_min_1h, amount_last sum %v; want 3, 3, 45", n, nans, lastSum)
+	}
+	if _, err := weir(t, "features", "inherit", "card_activity", "-config", newPath); err == nil {
+		t.Error("a second inherit succeeded; want it refused (the new table exists)")
+	}
+}
