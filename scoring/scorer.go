@@ -375,6 +375,9 @@ func (s *Scorer) predict(l *registry.Loaded, arm string, ev Event, shadow bool) 
 		x[i] = v
 		used[i].Value = v
 		used[i].AgeMs = ev.Time - at
+		if sc, ok := ev.Features.(StaleChecker); ok {
+			used[i].Stale = sc.Stale(name, used[i].AgeMs)
+		}
 	}
 	var score float64
 	if class < 0 {

@@ -123,14 +123,14 @@ type Lookup struct {
 type view struct {
 	name, version, entity string
 	own                   bool     // keyed by the source's key: the event's rows first
+	closeOnly             bool     // windowed, emits on close: no row per event
 	features              []string // the model's features of the view (bare names)
 	pos                   []int    // their positions in the model's features
 	rowPos                []int    // their positions in the view's rows (Values)
 }
 
-// New returns a Lookup of c.Model reading other entities from store (nil
-// when the model reads only its own entity; Fetch then fails if it would
-// need it).
+// New returns a Lookup of c.Model reading other entities from store. With
+// a nil store (see NeedsStore), what Fetch would read is missing.
 func New(c Config, store Store, o Options) (*Lookup, error) {
 	m := c.Model
 	if m.Name == "" || len(m.Features) == 0 {
@@ -175,7 +175,8 @@ func New(c Config, store Store, o Options) (*Lookup, error) {
 			}
 			vi = len(l.views)
 			byView[vn] = vi
-			l.views = append(l.views, view{name: vn, version: v.Version(), entity: v.Entity, own: v.Source == c.Source.Name && key == c.Source.Key})
+			closeOnly := v.Kind != "" && v.Kind != config.KindSliding && (v.Emit == "" || v.Emit == "close")
+			l.views = append(l.views, view{name: vn, version: v.Version(), entity: v.Entity, own: v.Source == c.Source.Name && key == c.Source.Key, closeOnly: closeOnly})
 		}
 		pv := &l.views[vi]
 		pv.features = append(pv.features, fn)
@@ -209,12 +210,12 @@ func New(c Config, store Store, o Options) (*Lookup, error) {
 	return l, nil
 }
 
-// ReadsStore reports whether the model has features of other entities,
-// which Fetch reads from the store (own views without a row for the event
-// may be read too).
-func (l *Lookup) ReadsStore() bool {
+// NeedsStore reports whether the model has features that only the store
+// holds: of other entities, or of own views that emit on window close
+// (no row per event).
+func (l *Lookup) NeedsStore() bool {
 	for _, v := range l.views {
-		if !v.own {
+		if !v.own || v.closeOnly {
 			return true
 		}
 	}
@@ -265,13 +266,8 @@ func (l *Lookup) Fetch(ctx context.Context, ev Event) (*Vector, error) {
 		v.reads = append(v.reads, online.Lookup{Key: online.Key{View: pv.name, Version: pv.version, Entity: string(key)}, Features: pv.features})
 		v.readViews = append(v.readViews, vi)
 	}
-	if len(v.reads) == 0 {
+	if len(v.reads) == 0 || l.store == nil {
 		return v, nil
-	}
-	if l.store == nil {
-		l.errors.Inc()
-		v.Release()
-		return nil, fmt.Errorf("lookup: model %s: view %s is not in the event's rows and no online store is configured", l.model, l.views[v.readViews[0]].name)
 	}
 	start := time.Now()
 	got, err := l.store.GetFeatures(ctx, v.reads)

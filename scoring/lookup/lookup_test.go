@@ -70,7 +70,7 @@ func (c *counting) GetFeatures(ctx context.Context, l []online.Lookup) ([]online
 // champion serves one logistic-regression version of the model.
 type champion struct{ l *registry.Loaded }
 
-func (c champion) Champion(string) (*registry.Loaded, bool) { return c.l, true }
+func (c champion) Serving(string, string) (*registry.Loaded, bool) { return c.l, true }
 
 func logreg(t *testing.T, features []string) champion {
 	t.Helper()
@@ -123,8 +123,8 @@ func TestFetch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !l.ReadsStore() {
-		t.Fatal("ReadsStore false for a model with a merchant view")
+	if !l.NeedsStore() {
+		t.Fatal("NeedsStore false for a model with a merchant view")
 	}
 	sc, err := scoring.NewScorer(c.Model, logreg(t, c.Model.Features), scoring.Options{Registerer: reg})
 	if err != nil {
