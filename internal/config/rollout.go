@@ -163,8 +163,16 @@ func (r *Rollout) applyDefaults() {
 	}
 }
 
-// validateRollout checks models[i].rollout; f is "models[i]".
-func validateRollout(bad func(field, format string, a ...any), f string, r *Rollout) {
+// MaxArms is the most arms a rollout may have.
+const MaxArms = 8
+
+// RewardsTopic is the compacted topic of the bandit rollouts' reward
+// counts, one record per model (scoring/rollout).
+func (c *Config) RewardsTopic() string { return c.Topics.Prefix + ".rollout.rewards" }
+
+// validateRollout checks models[i].rollout; f is "models[i]", labels the
+// labels topic (a bandit's rewards come from it).
+func validateRollout(bad func(field, format string, a ...any), f string, r *Rollout, labels string) {
 	f += ".rollout"
 	minArms, maxArms := 2, 0
 	switch r.Strategy {
@@ -182,6 +190,8 @@ func validateRollout(bad func(field, format string, a ...any), f string, r *Roll
 		bad(f+".arms", "a %s rollout needs at least %d arms, got %d", r.Strategy, minArms, n)
 	case maxArms > 0 && n > maxArms:
 		bad(f+".arms", "a %s rollout takes %d arm(s), got %d", r.Strategy, maxArms, n)
+	case n > MaxArms:
+		bad(f+".arms", "at most %d arms, got %d", MaxArms, n)
 	}
 	seen := map[string]bool{}
 	var sum float64
@@ -227,6 +237,9 @@ func validateRollout(bad func(field, format string, a ...any), f string, r *Roll
 		if fl := *r.Floor; !(fl >= 0 && fl*float64(n) <= 1) {
 			bad(f+".floor", "must be in [0, 1/%d] for %d arms, got %g", n, n, fl)
 		}
+	}
+	if labels == "" {
+		bad(f+".strategy", "a bandit rollout learns from labels: set labels.topic")
 	}
 	if r.Reward != RewardCorrect && r.Reward != RewardLabel {
 		bad(f+".reward", "unknown reward %q (correct or label)", r.Reward)

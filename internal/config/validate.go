@@ -275,7 +275,7 @@ func (c *Config) Validate() error {
 		if m.PositiveClass != nil && *m.PositiveClass < 0 {
 			bad(f+".positive_class", "must be 0 or more, got %d", *m.PositiveClass)
 		}
-		validateRollout(bad, f, &m.Rollout)
+		validateRollout(bad, f, &m.Rollout, c.Labels.Topic)
 	}
 	if len(c.Monitors) > 0 && c.Labels.Topic == "" {
 		bad("labels.topic", "is required when monitors are declared")
