@@ -119,8 +119,13 @@ func (e *Env) ScorerHooks(ctx context.Context, src config.Source, models *regist
 		if err := sc.Check(); errors.Is(err, scoring.ErrMultiClass) {
 			return nil, err
 		}
+		lk, err := e.lookup(ctx, src, m)
+		if err != nil {
+			return nil, err
+		}
+		hooks = append(hooks, lk.fetch)
 		hooks = append(hooks, func(_ context.Context, ev *processors.Event, out []*kgo.Record) ([]*kgo.Record, error) {
-			p, err := sc.Score(scoring.Event{Entity: ev.Key, ID: ev.ID, Time: ev.Time, Partition: ev.Partition, Offset: ev.Offset, Features: rowFeatures(ev.Rows)})
+			p, err := sc.Score(scoring.Event{Entity: ev.Key, ID: ev.ID, Time: ev.Time, Partition: ev.Partition, Offset: ev.Offset, Features: lk.features(ev)})
 			if errors.Is(err, scoring.ErrNoChampion) {
 				return out, fmt.Errorf("scorer %s: %w (register one: `weir dev` bootstraps v1)", m.Name, err)
 			}
