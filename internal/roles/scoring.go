@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -18,6 +19,7 @@ import (
 	"github.com/weirhq/weir/schemas"
 	"github.com/weirhq/weir/scoring"
 	"github.com/weirhq/weir/scoring/registry"
+	"github.com/weirhq/weir/scoring/rollout"
 )
 
 // Models returns the process's model registry (one per Env), running and
@@ -51,6 +53,7 @@ func (e *Env) Models(ctx context.Context) (*registry.Registry, error) {
 		OnSwap: func(name string, from, to int32) {
 			e.Log.Info("champion changed", "model", name, "from", from, "to", to)
 		},
+		Aliases: rolloutAliases(e.Cfg),
 	})
 	if err != nil {
 		blobs.Close()
@@ -97,17 +100,34 @@ func (e *Env) modelsKeys() (ed25519.PublicKey, ed25519.PrivateKey, error) {
 	return pub, priv, nil
 }
 
+// rolloutAliases lists, per model, the aliases its rollout serves besides
+// the champion: what the registry loads.
+func rolloutAliases(c *config.Config) map[string][]string {
+	out := map[string][]string{}
+	for _, m := range c.Models {
+		out[m.Name] = m.Rollout.Aliases()
+	}
+	return out
+}
+
 // ScorerHooks returns one processor hook per model scoring src: each scores
-// every accepted event with the model's champion and appends the prediction
-// to the model's predictions topic, in the processor's transaction and on
-// the source partition's number.
+// every accepted event with the model's rollout (scoring.Scorer.ScoreAll)
+// and appends its predictions (the served one, then any shadow ones) to
+// the model's predictions topic, in the processor's transaction and on the
+// source partition's number. For bandit rollouts it also starts, until
+// Env.Close, the rewards reader the scorers sample from and each model's
+// rewards joiner (scoring/rollout).
 func (e *Env) ScorerHooks(ctx context.Context, src config.Source, models *registry.Registry) ([]processors.EventHook, error) {
 	var hooks []processors.EventHook
+	rewards, err := e.banditRewards(ctx, src)
+	if err != nil {
+		return nil, err
+	}
 	for _, m := range e.Cfg.Models {
 		if m.Source != src.Name {
 			continue
 		}
-		sc, err := scoring.NewScorer(m, models, scoring.Options{Logger: e.Log.With("role", "scorer"), Registerer: e.Metrics})
+		sc, err := scoring.NewScorer(m, models, scoring.Options{Logger: e.Log.With("role", "scorer"), Registerer: e.Metrics, Rewards: rewards})
 		if err != nil {
 			return nil, err
 		}
@@ -125,18 +145,91 @@ func (e *Env) ScorerHooks(ctx context.Context, src config.Source, models *regist
 		}
 		hooks = append(hooks, lk.fetch)
 		hooks = append(hooks, func(_ context.Context, ev *processors.Event, out []*kgo.Record) ([]*kgo.Record, error) {
-			p, err := sc.Score(scoring.Event{Entity: ev.Key, ID: ev.ID, Time: ev.Time, Partition: ev.Partition, Offset: ev.Offset, Features: lk.features(ev)})
+			ps, err := sc.ScoreAll(nil, scoring.Event{Entity: ev.Key, ID: ev.ID, Time: ev.Time, Partition: ev.Partition, Offset: ev.Offset, Features: lk.features(ev)})
 			if errors.Is(err, scoring.ErrNoChampion) {
 				return out, fmt.Errorf("scorer %s: %w (register one: `weir dev` bootstraps v1)", m.Name, err)
 			}
 			if err != nil {
 				return out, fmt.Errorf("scorer %s: %w", m.Name, err)
 			}
-			b := schemas.AppendPrediction(serde.AppendHeader(make([]byte, 0, 128+48*len(p.Features))), &p)
-			return append(out, &kgo.Record{Topic: topic, Partition: ev.Partition, Key: []byte(ev.Key), Value: b}), nil
+			for i := range ps {
+				b := schemas.AppendPrediction(serde.AppendHeader(make([]byte, 0, 128+48*len(ps[i].Features))), &ps[i])
+				out = append(out, &kgo.Record{Topic: topic, Partition: ev.Partition, Key: []byte(ev.Key), Value: b})
+			}
+			return out, nil
 		})
 	}
 	return hooks, nil
+}
+
+// banditRewards starts, for a source with bandit models, the rewards
+// topic's reader and one joiner per bandit model, stopped by Env.Close;
+// nil when the source has none.
+func (e *Env) banditRewards(ctx context.Context, src config.Source) (scoring.Rewards, error) {
+	var bandits []config.Model
+	for _, m := range e.Cfg.Models {
+		if m.Source == src.Name && m.Rollout.Strategy == config.RolloutBandit {
+			bandits = append(bandits, m)
+		}
+	}
+	if len(bandits) == 0 {
+		return nil, nil
+	}
+	topic := e.Cfg.RewardsTopic()
+	cl, err := e.Client()
+	if err != nil {
+		return nil, err
+	}
+	err = rollout.EnsureTopic(ctx, cl, topic, int16(e.Cfg.Topics.Replication))
+	cl.Close()
+	if err != nil {
+		return nil, err
+	}
+	labels, err := e.Serde(ctx, e.Cfg.Labels.Topic, e.Cfg.Labels.Schema)
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	stop := func() { cancel(); wg.Wait() }
+	run := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(rctx); err != nil {
+				e.Log.Error("rollout rewards stopped", "what", name, "err", err)
+			}
+		}()
+	}
+	post := rollout.NewPosteriors(e.Kafka, topic, e.Log.With("role", "rewards"))
+	run("posteriors", post.Run)
+	for _, m := range bandits {
+		preds, err := e.Serde(ctx, e.Cfg.PredictionsTopic(m.Name), schemas.PredictionSchema)
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		j, err := rollout.NewJoiner(rollout.JoinerOptions{
+			Kafka: e.Kafka, Model: m, Predictions: e.Cfg.PredictionsTopic(m.Name), Labels: e.Cfg.Labels.Topic, Rewards: topic,
+			PredictionSerde: preds, LabelSerde: labels, Group: e.Group("rewards", m.Name),
+			Logger: e.Log.With("role", "rewards", "model", m.Name), Registerer: e.Metrics,
+		})
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		run("joiner "+m.Name, j.Run)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+	defer wcancel()
+	if err := post.WaitReady(wctx); err != nil {
+		stop()
+		return nil, fmt.Errorf("rollout rewards %s: %w", topic, err)
+	}
+	e.mu.Lock()
+	e.closers = append(e.closers, stop)
+	e.mu.Unlock()
+	return post, nil
 }
 
 // rowFeatures looks up "view.feature" names in an event's feature rows.
