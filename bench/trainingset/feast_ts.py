@@ -6,7 +6,10 @@
         (DIR/feast/data/<view>.parquet), the spine into an entity dataframe
         with an event_timestamp column (DIR/feast/spine.parquet), and writes
         and applies one feature repo per offline store: DIR/feast/dask (the
-        default `file` store, dask) and DIR/feast/duckdb (duckdb through ibis).
+        default `file` store, dask) and DIR/feast/duckdb (duckdb through ibis);
+        and DIR/feast/duckdb_naive, the same rows without the reconciliation
+        below (event times as stored, TTL as configured, one created
+        timestamp for every row), to show what it changes.
     feast_ts.py build --repo DIR/feast/<engine> --spine SPINE --out OUT
         The timed part: read the spine, get_historical_features for the three
         views' 30 features, write OUT as Parquet (zstd, as Weir writes).
@@ -62,6 +65,8 @@ def prepare(a):
     root = os.path.join(a.work, "feast")
     data = os.path.join(root, "data")
     os.makedirs(data, exist_ok=True)
+    naive = os.path.join(root, "data_naive")
+    os.makedirs(naive, exist_ok=True)
     for v in views:
         t = pq.read_table(os.path.join(a.work, "export", v["name"] + ".parquet"))
         et = pc.add(t["event_time_ms"], pa.scalar(v["delay_ms"], pa.int64()))
@@ -69,11 +74,18 @@ def prepare(a):
         for f in v["features"]:
             cols[f] = t[f]
         pq.write_table(pa.table(cols), os.path.join(data, v["name"] + ".parquet"))
+        # Without the reconciliation: event time as stored, created = the
+        # time the row was exported (one value for all), as a pipeline that
+        # copied the table would write it.
+        cols["event_timestamp"] = ms_to_ts(t["event_time_ms"])
+        cols["created"] = ms_to_ts(pa.array(np.full(t.num_rows, 1_700_000_000_000_000, dtype=np.int64)), "us")
+        pq.write_table(pa.table(cols), os.path.join(naive, v["name"] + ".parquet"))
     sp = pq.read_table(os.path.join(a.work, "data", "spine.parquet"))
     sp = sp.append_column("event_timestamp", ms_to_ts(sp["ts"]))
     pq.write_table(sp, os.path.join(root, "spine.parquet"))
 
-    for engine, store in (("dask", "file"), ("duckdb", "duckdb")):
+    for engine, store, d, naive_ in (("dask", "file", data, False), ("duckdb", "duckdb", data, False),
+                                     ("duckdb_naive", "duckdb", naive, True)):
         repo = os.path.join(root, engine)
         os.makedirs(repo, exist_ok=True)
         with open(os.path.join(repo, "feature_store.yaml"), "w") as fh:
@@ -86,7 +98,7 @@ def prepare(a):
                 "entity_key_serialization_version: 3\n"
             )
         store_ = open_store(repo)
-        store_.apply(definitions(views, data))
+        store_.apply(definitions(views, d, naive_))
     print(json.dumps({"prepared": root, "views": [v["name"] for v in views], "spine_rows": sp.num_rows}))
 
 
@@ -96,7 +108,7 @@ def open_store(repo):
     return FeatureStore(repo_path=repo)
 
 
-def definitions(views, data):
+def definitions(views, data, naive=False):
     from feast import Entity, FeatureView, Field, FileSource
     from feast.types import Float64
 
@@ -105,7 +117,7 @@ def definitions(views, data):
     for v in views:
         src = FileSource(name=v["name"] + "_src", path=os.path.join(data, v["name"] + ".parquet"),
                          timestamp_field="event_timestamp", created_timestamp_column="created")
-        ttl = timedelta(milliseconds=v["ttl_ms"] - v["delay_ms"])
+        ttl = timedelta(milliseconds=v["ttl_ms"] if naive else v["ttl_ms"] - v["delay_ms"])
         out.append(FeatureView(name=v["name"], entities=[ents[v["entity_column"]]], ttl=ttl,
                                schema=[Field(name=f, dtype=Float64) for f in v["features"]], source=src))
     return out

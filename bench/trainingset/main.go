@@ -60,6 +60,7 @@ type flags struct {
 	timeout     time.Duration
 	noisy       float64
 	weirOnly    []int
+	naive       bool
 }
 
 func log(format string, args ...any) {
@@ -103,6 +104,7 @@ func main() {
 	flag.StringVar(&f.db, "db", "weirbench_ts", "ClickHouse database the benchmark owns (dropped and refilled)")
 	flag.Float64Var(&f.maxRSSMB, "max-rss", 12_000, "kill a build whose processes' RSS passes this many MB")
 	flag.DurationVar(&f.timeout, "timeout", 15*time.Minute, "kill a build running longer")
+	flag.BoolVar(&f.naive, "naive", true, "also run Feast's duckdb store once without the reconciliation (event times as stored, one created timestamp) and count what differs")
 	flag.Float64Var(&f.noisy, "noisy", 0.05, "mark a run noisy when other processes used more than this share of the machine")
 	flag.Parse()
 	f.data = data
@@ -141,6 +143,7 @@ type sizeRun struct {
 	checks  map[string]string // engine -> the comparison's JSON line
 	matched map[string]bool
 	oracle  string
+	naive   string // Feast duckdb without the reconciliation vs Weir
 }
 
 func run(ctx context.Context, f *flags) error {
@@ -279,6 +282,21 @@ func runSize(ctx context.Context, f *flags, ch driver.Conn, chPid int, weirBin s
 		timedEngines = append(timedEngines, e)
 	}
 
+	if f.naive && feastArgv["duckdb"] != nil && sr.matched["duckdb"] {
+		// What the reconciliation changes: Feast's duckdb store on the same
+		// rows with event times as stored and one created timestamp.
+		log("without the reconciliation, %d spine rows: Feast duckdb on duckdb_naive", n)
+		argv := []string{f.feastPython, "bench/trainingset/feast_ts.py", "build", "--repo", filepath.Join(dir, "feast", "duckdb_naive"),
+			"--spine", filepath.Join(dir, "feast", "spine.parquet"), "--out", filepath.Join(outDir, "feast_duckdb_naive.parquet")}
+		if _, err := timed(ctx, "feast-duckdb-naive", chPid, f.maxRSSMB, f.timeout, f.noisy, argv...); err != nil {
+			return nil, err
+		}
+		out, _ := exec.CommandContext(ctx, f.feastPython, "bench/trainingset/feast_ts.py", "compare", "--weir", weirOut,
+			"--feast", filepath.Join(outDir, "feast_duckdb_naive.parquet"), "--views", string(viewsJSON)).Output()
+		sr.naive = strings.TrimSpace(string(out))
+		log("feast duckdb without the reconciliation vs weir: %s", sr.naive)
+	}
+
 	for rep := 1; rep <= f.repeats; rep++ {
 		log("timing, %d spine rows, repeat %d/%d: weir", n, rep, f.repeats)
 		r, err := timed(ctx, "weir", chPid, f.maxRSSMB, f.timeout, f.noisy, weirArgv...)
@@ -349,6 +367,9 @@ func report(f *flags, runs []*sizeRun) {
 			if c, ok := sr.checks[e]; ok {
 				fmt.Printf("  feast %s vs weir: match=%v %s\n", e, sr.matched[e], c)
 			}
+		}
+		if sr.naive != "" {
+			fmt.Printf("  feast duckdb WITHOUT the reconciliation vs weir: %s\n", sr.naive)
 		}
 		line := func(name string, rs []*result) {
 			w, wl, wh := stats(pick(rs, func(r *result) float64 { return r.wall }))
