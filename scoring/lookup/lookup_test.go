@@ -272,3 +272,35 @@ func TestNewErrors(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkFetch gathers one event's features with one merchant view
+// read from real Redis (two features) and an own row.
+func BenchmarkFetch(b *testing.B) {
+	ctx := context.Background()
+	rdb, prefix := testenv.Redis(b)
+	c := fixture()
+	c.Model.Features = []string{"card_activity.sum_5m", "merchant_activity.count_1h", "merchant_activity.sum_1h", "card_activity.count_5m"}
+	st := online.New(rdb, prefix, c.Views)
+	mv := viewOf(c, "merchant_activity")
+	if err := st.Write(ctx, []schemas.FeatureRow{{Entity: "m1", View: mv.Name, ViewVersion: mv.Version(), EventTime: 1, RevisesOffset: -1,
+		Values: []schemas.FeatureValue{{Name: "count_1h", Value: 3}, {Name: "sum_1h", Value: 4.5}, {Name: "max_1h", Value: 2}}}}); err != nil {
+		b.Fatal(err)
+	}
+	l, err := lookup.New(c, st, lookup.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	row := &schemas.FeatureRow{View: "card_activity", EventTime: 2, Values: []schemas.FeatureValue{{Name: "count_5m", Value: 1}, {Name: "sum_5m", Value: 2}}}
+	ev := lookup.Event{Time: 2, Rows: []*schemas.FeatureRow{row}, Keys: keys{"card": "c1", "merchant": "m1"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		v, err := l.Fetch(ctx, ev)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, _, ok := v.Feature("merchant_activity.sum_1h"); !ok {
+			b.Fatal("merchant feature missing")
+		}
+		v.Release()
+	}
+}
