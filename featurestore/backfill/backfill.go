@@ -158,8 +158,8 @@ func Run(ctx context.Context, c Config) (Stats, error) {
 		if err != nil || row == nil {
 			return err
 		}
-		return fmt.Errorf("backfill: views[%s]: %s already holds a row of version %s for source partition %d offset %d, which this lane has not processed (it is at %d): another processor computes this version; run the source's processor with the definition it had, then backfill",
-			c.View.Name, n.FeaturesTopic, c.View.Version(), row.SourcePartition, row.SourceOffset, pos[row.SourcePartition])
+		return fmt.Errorf("backfill: views[%s]: %s already holds a row of version %s for source partition %d offset %d, which this lane has not processed (it is at %d): another processor computes this version: set views[%s].lane: true in the weir.yaml the source's processor runs with (it then skips the view), or run it with the definition it had, then backfill",
+			c.View.Name, n.FeaturesTopic, c.View.Version(), row.SourcePartition, row.SourceOffset, pos[row.SourcePartition], c.View.Name)
 	}
 	// The lane's start: its committed offsets, or the offsets at From.
 	committed, err := groupOffsets(ctx, adm, n.Group, n.SourceTopic)

@@ -58,15 +58,17 @@
 //
 // The lane owns the version: the source's main processor must not compute
 // it too, or the version gets two writers whose rows differ where the main
-// processor's state for the view began later. Run the main processor with
-// the definition it had (a weir.yaml without the new version) and the lane
-// with Follow; materializers and serving may use the new weir.yaml (a
-// materializer of the new version writes the lane's rows again, which is
-// idempotent). Before the lane starts, a run reads the last GuardTail
+// processor's state for the view began later. Mark the view `lane: true`
+// in weir.yaml (config.View.Lane): the source's processor then skips it, and
+// every role, the lane with Follow included, runs with the one weir.yaml
+// (a materializer of the new version writes the lane's rows again, which is
+// idempotent; the inline scorer reads the view from Redis). Or run the
+// main processor with the definition it had. Before the lane starts, a run reads the last GuardTail
 // records of each features-topic partition and refuses, naming the view,
 // when one is a row of the version for a source offset the lane has not
-// processed: someone else computes the version. Folding a lane into the
-// main processor is not built.
+// processed: someone else computes the version. Folding a lane's state
+// into the main processor (so it computes the version again) is not built:
+// the lane stays the version's processor.
 //
 // Rows of events within a window's length after the replay start see only
 // the replayed events: start a window (plus the view's lateness) before the

@@ -218,6 +218,11 @@ type View struct {
 	// watermark (default: the source's).
 	Lateness Duration  `yaml:"lateness"`
 	Features []Feature `yaml:"features"`
+	// Lane, when true, says the view's current version is computed by its
+	// backfill lane (`weir backfill -view <name> -follow`, which replays its
+	// history and then goes on live), not by the source's processor, which
+	// skips it. It is not part of the definition (the version).
+	Lane bool `yaml:"lane"`
 }
 
 // Window kinds.

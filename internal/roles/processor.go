@@ -30,6 +30,11 @@ func (e *Env) Processor(ctx context.Context, src config.Source, hooks ...process
 	}
 	var own []*config.View
 	for _, v := range e.Cfg.ViewsOf(src.Name) {
+		if v.Lane {
+			e.Log.Info("processor: view computed by its backfill lane, skipped here", "source", src.Name, "view", v.Name, "version", v.Version(),
+				"lane", "weir backfill -view "+v.Name+" -follow")
+			continue
+		}
 		if e.Cfg.EntityKey(v.Entity) == src.Key {
 			own = append(own, v)
 		}
@@ -54,7 +59,16 @@ func (e *Env) Processor(ctx context.Context, src config.Source, hooks ...process
 			return nil, err
 		}
 		stage := "processor." + rsrc.Name
-		run, err := e.viewLoop(ctx, rsrc, rserde, e.Cfg.ViewsOfEntity(src.Name, ent), e.Cfg.EntityChangelogTopic(src.Name, ent), stage, nil)
+		var views []*config.View
+		for _, v := range e.Cfg.ViewsOfEntity(src.Name, ent) {
+			if !v.Lane {
+				views = append(views, v)
+			}
+		}
+		if len(views) == 0 {
+			continue // every view of the entity runs in its lane
+		}
+		run, err := e.viewLoop(ctx, rsrc, rserde, views, e.Cfg.EntityChangelogTopic(src.Name, ent), stage, nil)
 		if err != nil {
 			return nil, err
 		}
