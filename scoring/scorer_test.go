@@ -2,6 +2,7 @@ package scoring
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/weirhq/weir/schemas"
 	"github.com/weirhq/weir/scoring/model"
 	"github.com/weirhq/weir/scoring/registry"
+	"github.com/weirhq/weir/scoring/rollout"
 )
 
 // fakeChampions serves whatever is stored and counts lookups.
@@ -199,5 +201,142 @@ func BenchmarkScore(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		s.Score(ev)
+	}
+}
+
+// fakeArms serves one Loaded per alias and counts lookups.
+type fakeArms struct {
+	by    map[string]*registry.Loaded
+	calls int
+}
+
+func (f *fakeArms) Serving(name, alias string) (*registry.Loaded, bool) {
+	f.calls++
+	l := f.by[alias]
+	return l, l != nil && l.Record.Name == name
+}
+
+// fakeRewards serves a fixed State.
+type fakeRewards struct{ st *rollout.State }
+
+func (f fakeRewards) State(model string) *rollout.State {
+	if f.st == nil || f.st.Model != model {
+		return nil
+	}
+	return f.st
+}
+
+func TestScorerRollouts(t *testing.T) {
+	feats := FeatureMap{"card.count_1h": {Value: 3}, "card.amount_sum_1h": {Value: 10}, "merchant.fraud_rate": {Value: 0}}
+	x := []float64{3, 10, 0}
+	v1, v2 := loaded(1, -1), loaded(2, 1)
+	floor := 0.1
+	st := &rollout.State{Model: "fraud", Arms: []rollout.ArmCount{{Arm: "champion", Version: 1, Successes: 5, Failures: 40}, {Arm: "challenger", Version: 2, Successes: 30, Failures: 10}}}
+	for _, c := range []struct {
+		name    string
+		rollout config.Rollout
+		arms    map[string]*registry.Loaded
+		rewards Rewards
+		// want returns the served arm and version for an event
+		want      func(ev Event) (string, int32)
+		shadows   []string
+		fallbacks float64
+	}{
+		{"champion", config.Rollout{}, map[string]*registry.Loaded{"champion": v1, "challenger": v2}, nil,
+			func(Event) (string, int32) { return "champion", 1 }, nil, 0},
+		{"shadow", config.Rollout{Strategy: config.RolloutShadow, Arms: []config.Arm{{Alias: "champion"}, {Alias: "challenger"}, {Alias: "gone"}}},
+			map[string]*registry.Loaded{"champion": v1, "challenger": v2}, nil,
+			func(Event) (string, int32) { return "champion", 1 }, []string{"challenger"}, 0},
+		{"canary", config.Rollout{Strategy: config.RolloutCanary, Arms: []config.Arm{{Alias: "champion"}, {Alias: "challenger"}}, Percent: 30},
+			map[string]*registry.Loaded{"champion": v1, "challenger": v2}, nil,
+			func(ev Event) (string, int32) {
+				if rollout.Bucket("fraud", ev.Entity) < 0.3 {
+					return "challenger", 2
+				}
+				return "champion", 1
+			}, nil, 0},
+		{"canary without a challenger version", config.Rollout{Strategy: config.RolloutCanary, Arms: []config.Arm{{Alias: "champion"}, {Alias: "challenger"}}, Percent: 100},
+			map[string]*registry.Loaded{"champion": v1}, nil,
+			func(Event) (string, int32) { return "champion", 1 }, nil, 400}, // each event scored by ScoreAll and Score
+		{"ab", config.Rollout{Strategy: config.RolloutAB, Arms: []config.Arm{{Alias: "champion", Weight: 1}, {Alias: "blue", Weight: 1}}},
+			map[string]*registry.Loaded{"champion": v1, "blue": v2}, nil,
+			func(ev Event) (string, int32) {
+				if rollout.Bucket("fraud", ev.Entity) < 0.5 {
+					return "champion", 1
+				}
+				return "blue", 2
+			}, nil, 0},
+		{"bandit", config.Rollout{Strategy: config.RolloutBandit, Arms: []config.Arm{{Alias: "champion"}, {Alias: "challenger"}}, Floor: &floor, Prior: config.Prior{Alpha: 1, Beta: 2}},
+			map[string]*registry.Loaded{"champion": v1, "challenger": v2}, fakeRewards{st},
+			func(ev Event) (string, int32) {
+				i := rollout.Thompson(rollout.Seed("fraud", ev.ID), []rollout.Beta{{Alpha: 6, Beta: 42}, {Alpha: 31, Beta: 12}}, floor)
+				return []string{"champion", "challenger"}[i], int32(i + 1)
+			}, nil, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			models := &fakeArms{by: c.arms}
+			s, err := NewScorer(config.Model{Name: "fraud", Threshold: 0.5, Rollout: c.rollout}, models, Options{Rewards: c.rewards})
+			if err != nil {
+				t.Fatal(err)
+			}
+			served := map[string]int{}
+			for i := range 200 {
+				ev := Event{Entity: fmt.Sprintf("card-%d", i%50), ID: fmt.Sprintf("txn-%d", i), Features: feats}
+				before := models.calls
+				ps, err := s.ScoreAll(nil, ev)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := models.calls - before; got != len(s.arms) {
+					t.Fatalf("%d lookups for %d arms", got, len(s.arms))
+				}
+				arm, v := c.want(ev)
+				p := ps[0]
+				if p.Shadow || p.RolloutArm != arm || p.ModelVersion != v || p.Score != c.arms[arm].Model.Score(x) {
+					t.Fatalf("%s: served %s v%d score %v shadow %v, want %s v%d", ev.ID, p.RolloutArm, p.ModelVersion, p.Score, p.Shadow, arm, v)
+				}
+				served[arm]++
+				if len(ps) != 1+len(c.shadows) {
+					t.Fatalf("%d predictions, want 1 + %d shadow", len(ps), len(c.shadows))
+				}
+				for j, sh := range c.shadows {
+					q := ps[1+j]
+					if !q.Shadow || q.RolloutArm != sh || q.ModelVersion != c.arms[sh].Record.Version || q.Score != c.arms[sh].Model.Score(x) || q.PredictionID != ev.ID {
+						t.Fatalf("shadow %d: %+v", j, q)
+					}
+				}
+				if sp, err := s.Score(ev); err != nil || sp.RolloutArm != arm || sp.Shadow {
+					t.Fatalf("Score: %+v, %v", sp, err)
+				}
+			}
+			if n := testutil.ToFloat64(s.fallbacks.WithLabelValues("challenger")); n != c.fallbacks {
+				t.Fatalf("fallbacks %v, want %v", n, c.fallbacks)
+			}
+			if c.rollout.Strategy == config.RolloutShadow {
+				if n := testutil.ToFloat64(s.shadowSkip.WithLabelValues("gone")); n != 200 {
+					t.Fatalf("shadow skipped %v, want 200", n)
+				}
+			}
+			for arm, n := range served {
+				if got := testutil.ToFloat64(s.armPredictions.WithLabelValues(arm, "served")); got != float64(2*n) { // ScoreAll and Score
+					t.Fatalf("arm_predictions{%s,served} = %v, want %d", arm, got, 2*n)
+				}
+			}
+			t.Logf("served %v", served)
+		})
+	}
+}
+
+func TestScorerNoFallbackArm(t *testing.T) {
+	s, err := NewScorer(config.Model{Name: "fraud", Threshold: 0.5, Rollout: config.Rollout{Strategy: config.RolloutCanary,
+		Arms: []config.Arm{{Alias: "champion"}, {Alias: "challenger"}}, Percent: 100}}, &fakeArms{by: map[string]*registry.Loaded{"challenger": loaded(2, 0)}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ScoreAll(nil, Event{ID: "e"}); !errors.Is(err, ErrNoChampion) {
+		t.Fatalf("err = %v, want ErrNoChampion: arms[0] has no version", err)
+	}
+	if err := s.Check(); !errors.Is(err, ErrNoChampion) {
+		t.Fatalf("Check = %v", err)
 	}
 }
