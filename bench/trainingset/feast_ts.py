@@ -127,6 +127,12 @@ def build(a):
     import pandas as pd
 
     t0 = time.perf_counter()
+    if a.duckdb_memory_limit:
+        # Feast's duckdb store runs on ibis's default backend; its config
+        # has no memory setting. DuckDB's own default is 80% of RAM.
+        import ibis
+
+        ibis.get_backend().raw_sql(f"SET memory_limit = '{a.duckdb_memory_limit}'")
     store = open_store(a.repo)
     with open(os.path.join(a.repo, "..", "..", "views.json")) as fh:
         views = json.load(fh)
@@ -208,6 +214,7 @@ def main():
     b.add_argument("--repo", required=True)
     b.add_argument("--spine", required=True)
     b.add_argument("--out", required=True)
+    b.add_argument("--duckdb-memory-limit", help="SET memory_limit on the duckdb backend Feast's duckdb store uses, e.g. 4GB")
     c = sub.add_parser("compare")
     c.add_argument("--weir", required=True)
     c.add_argument("--feast", required=True)

@@ -37,6 +37,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -61,6 +62,7 @@ type flags struct {
 	noisy       float64
 	weirOnly    []int
 	naive       bool
+	duckdbMem   string
 }
 
 func log(format string, args ...any) {
@@ -105,6 +107,7 @@ func main() {
 	flag.Float64Var(&f.maxRSSMB, "max-rss", 12_000, "kill a build whose processes' RSS passes this many MB")
 	flag.DurationVar(&f.timeout, "timeout", 15*time.Minute, "kill a build running longer")
 	flag.BoolVar(&f.naive, "naive", true, "also run Feast's duckdb store once without the reconciliation (event times as stored, one created timestamp) and count what differs")
+	flag.StringVar(&f.duckdbMem, "duckdb-memory-limit", "", "SET memory_limit on the duckdb backend of Feast's duckdb store (e.g. 8GB; DuckDB's default is 80% of RAM), so that it spills instead of growing")
 	flag.Float64Var(&f.noisy, "noisy", 0.05, "mark a run noisy when other processes used more than this share of the machine")
 	flag.Parse()
 	f.data = data
@@ -256,7 +259,11 @@ func runSize(ctx context.Context, f *flags, ch driver.Conn, chPid int, weirBin s
 		for _, e := range engines {
 			feastArgv[e] = []string{f.feastPython, "bench/trainingset/feast_ts.py", "build", "--repo", filepath.Join(dir, "feast", e),
 				"--spine", filepath.Join(dir, "feast", "spine.parquet"), "--out", filepath.Join(outDir, "feast_"+e+".parquet")}
+			if e == "duckdb" && f.duckdbMem != "" {
+				feastArgv[e] = append(feastArgv[e], "--duckdb-memory-limit", f.duckdbMem)
+			}
 		}
+		debug.FreeOSMemory() // the export's rows: this process idles beside the timed ones
 	}
 	var timedEngines []string
 	for _, e := range engines {
