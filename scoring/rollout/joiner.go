@@ -190,7 +190,6 @@ type session struct {
 	counts             map[armKey]*ArmCount
 	pending            map[string]waiting
 	early              map[string]early
-	predPos, labPos    map[int32]Position
 	maxEvent           int64
 	dirty              bool
 	predDone, labsDone map[int32]int64 // consumed, live
