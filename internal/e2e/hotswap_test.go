@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -165,6 +166,7 @@ func TestHotSwapUnderLoad(t *testing.T) {
 	var mu sync.Mutex
 	tenures := []tenure{{version: 1}}
 	moves := 0
+	var took []time.Duration // each move, verify to read back
 	type op struct {
 		promote bool
 		to      int32
@@ -200,6 +202,7 @@ swapping:
 		last.end = end
 		tenures = append(tenures, tenure{version: mv.To, start: begin})
 		moves++
+		took = append(took, end.Sub(begin))
 		mu.Unlock()
 	}
 	if perr != nil {
@@ -208,7 +211,9 @@ swapping:
 	if moves < 20 {
 		t.Fatalf("only %d moves during the traffic: the test swapped too slowly to mean anything", moves)
 	}
-	t.Logf("%d transactions produced, %d champion moves while they flowed", st.Transactions, moves)
+	slices.Sort(took)
+	t.Logf("%d transactions produced, %d champion moves while they flowed; a move (verify, two records, read back) took median %s, max %s",
+		st.Transactions, moves, took[len(took)/2].Round(time.Microsecond), took[len(took)-1].Round(time.Microsecond))
 
 	preds := readPredictions(t, env, cfg.PredictionsTopic(m.Name), st.Transactions)
 	stop()
