@@ -131,9 +131,8 @@ func (e *Env) NewTrainingData(off *offline.Store) *TrainingData {
 // Load implements retrain.TrainingData: the labelled events of [since,
 // until) whose views' history is complete in the offline store, joined
 // point-in-time with the model's features, in event-time order, columns in
-// the model's feature order, as known at the call (the description's
-// known_at_ms). Rows with a feature missing (no feature row within the TTL)
-// are left out.
+// the model's feature order. Rows with a feature missing (no feature row
+// within the TTL) are left out.
 func (d *TrainingData) Load(ctx context.Context, m config.Model, since, until int64) ([][]float64, []bool, any, error) {
 	var reqs []offline.ViewRequest
 	col := map[string]int{} // "view.feature" -> column of the training set
@@ -182,10 +181,7 @@ func (d *TrainingData) Load(ctx context.Context, m config.Model, since, until in
 			until = c + 1 // Until is exclusive
 		}
 	}
-	// As known now: the description records the cut-off, so `weir
-	// training-set -known-at` rebuilds exactly the rows this model saw, even
-	// after later corrections of the same window.
-	ts, err := d.off.TrainingSet(ctx, offline.TrainingSetSpec{Views: reqs, Since: since, Until: until, KnownAt: time.Now().UnixMilli()})
+	ts, err := d.off.TrainingSet(ctx, offline.TrainingSetSpec{Views: reqs, Since: since, Until: until})
 	if err != nil {
 		return nil, nil, nil, err
 	}
