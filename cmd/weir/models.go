@@ -383,7 +383,7 @@ func cmdModelsHistory(ctx context.Context, args []string, stdout io.Writer) erro
 		return err
 	}
 	defer env.Close()
-	changes, err := modelHistory(ctx, env, pos[0], *alias)
+	changes, _, err := modelHistory(ctx, env, pos[0], *alias)
 	if err != nil {
 		return err
 	}
@@ -395,14 +395,16 @@ func cmdModelsHistory(ctx context.Context, args []string, stdout io.Writer) erro
 	return writeHistory(stdout, changes)
 }
 
-func modelHistory(ctx context.Context, env *roles.Env, name, alias string) ([]registry.Change, error) {
+// modelHistory reads the registry topic and returns the alias changes of
+// a model (of one alias, when alias is set) and the records read.
+func modelHistory(ctx context.Context, env *roles.Env, name, alias string) ([]registry.Change, []registry.TopicRecord, error) {
 	serde, err := env.Serde(ctx, env.Cfg.ModelsTopic(), schemas.ModelRecordSchema)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	recs, err := registry.ReadTopic(ctx, env.Kafka, env.Cfg.ModelsTopic(), serde)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out []registry.Change
 	for _, ch := range registry.History(recs, name) {
@@ -410,7 +412,7 @@ func modelHistory(ctx context.Context, env *roles.Env, name, alias string) ([]re
 			out = append(out, ch)
 		}
 	}
-	return out, nil
+	return out, recs, nil
 }
 
 func writeHistory(w io.Writer, changes []registry.Change) error {
@@ -464,9 +466,19 @@ func cmdModelsShow(ctx context.Context, args []string, stdout io.Writer) error {
 	if !ok {
 		return fmt.Errorf("models show: %s v%d: %w", name, version, registry.ErrNoVersion)
 	}
-	changes, err := modelHistory(ctx, env, name, "")
+	changes, recs, err := modelHistory(ctx, env, name, "")
 	if err != nil {
 		return err
+	}
+	// An alias move overwrites the record's reason with the move's; the
+	// version's first record on the topic, when not compacted away,
+	// still has the reason it was created for.
+	created := ""
+	for _, tr := range recs {
+		if tr.Record != nil && tr.Record.Name == name && tr.Record.Version == version {
+			created = tr.Record.Reason
+			break
+		}
 	}
 	serving := int32(0)
 	if l, ok := models.Champion(name); ok {
@@ -497,7 +509,15 @@ func cmdModelsShow(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintf(tw, "  signature\t%s\n", sig)
 	fmt.Fprintf(tw, "  created\t%s by %s\n", time.UnixMilli(rec.CreatedAt).UTC().Format(time.RFC3339), dash(rec.CreatedBy))
 	fmt.Fprintf(tw, "  parent\t%s\n", vOrNone(rec.ParentVersion))
-	fmt.Fprintf(tw, "  reason\t%s\n", dash(rec.Reason))
+	if _, moved := registry.ParseMove(rec.Reason); moved {
+		if created == rec.Reason {
+			created = "(compacted away)"
+		}
+		fmt.Fprintf(tw, "  reason\t%s\n", dash(created))
+		fmt.Fprintf(tw, "  last move\t%s\n", rec.Reason)
+	} else {
+		fmt.Fprintf(tw, "  reason\t%s\n", dash(rec.Reason))
+	}
 	names := make([]string, 0, len(rec.Metrics))
 	for k := range rec.Metrics {
 		names = append(names, k)

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -249,8 +250,12 @@ func TestModelsPromoteRollback(t *testing.T) {
 		t.Fatalf("champion v%d after rollback -to 4, want v4", v)
 	}
 
+	out = must("show", "fraud")
+	t.Logf("weir models show fraud:\n%s", out)
+	if !regexp.MustCompile(`reason +fourth\n`).MatchString(out) || !regexp.MustCompile(`last move +rollback champion v1->v4 by carol \(previous v2\): v4 was fine`).MatchString(out) {
+		t.Fatalf("show does not give v4's own reason and its last move:\n%s", out)
+	}
 	out = must("history", "fraud")
-	t.Logf("weir models show fraud:\n%s", must("show", "fraud"))
 	var got []string
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
 		f := strings.Fields(l)
