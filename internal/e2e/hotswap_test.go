@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"reflect"
 	"slices"
 	"sort"
 	"sync"
@@ -223,6 +222,9 @@ swapping:
 	byID := map[string]*schemas.Prediction{}
 	byVersion := map[int32]int{}
 	for _, p := range preds {
+		if p.RolloutArm != scoring.ArmChampion {
+			t.Fatalf("prediction %s served by arm %q; the model has no rollout, so the champion serves", p.PredictionID, p.RolloutArm)
+		}
 		if byID[p.PredictionID] != nil {
 			t.Fatalf("two served predictions for %s (v%d at %d@%d and v%d at %d@%d)", p.PredictionID,
 				byID[p.PredictionID].ModelVersion, byID[p.PredictionID].SourcePartition, byID[p.PredictionID].SourceOffset,
@@ -318,8 +320,8 @@ swapping:
 }
 
 // readPredictions reads a predictions topic read_committed until it holds
-// n served predictions (see served), then a second more to catch any
-// extra.
+// n served predictions (shadow ones are left out), then a second more to
+// catch any extra.
 func readPredictions(t *testing.T, env *roles.Env, topic string, n int) []*schemas.Prediction {
 	t.Helper()
 	serde, err := env.Serde(context.Background(), topic, schemas.PredictionSchema)
@@ -359,14 +361,8 @@ func readPredictions(t *testing.T, env *roles.Env, topic string, n int) []*schem
 }
 
 // served reports whether a prediction is the one served for its event:
-// its Served field where the record has one (rollouts log shadow
-// predictions beside the served one), else the champion arm's.
-func served(p *schemas.Prediction) bool {
-	if f := reflect.ValueOf(p).Elem().FieldByName("Served"); f.IsValid() && f.Kind() == reflect.Bool {
-		return f.Bool()
-	}
-	return p.RolloutArm == scoring.ArmChampion
-}
+// rollouts log shadow predictions beside it.
+func served(p *schemas.Prediction) bool { return !p.Shadow }
 
 // mustCounter returns the sum of a counter family in env's metrics.
 func mustCounter(t *testing.T, env *roles.Env, name string) float64 {
