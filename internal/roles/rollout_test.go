@@ -27,7 +27,10 @@ import (
 // version whose model gives its score on its logged vector; canary and A/B
 // arms are a function of the entity (recomputed with rollout.Bucket) with
 // shares within binomial bounds; the bandit's arms, before any label,
-// equal rollout.Thompson recomputed from the event id and the prior.
+// equal rollout.Thompson recomputed from the event id and the prior. Half
+// way, the shadow and canary models' challenger is hot-swapped to v3: no
+// event is dropped or scored twice, events after the swap are scored by
+// v3, and per partition a version never follows a newer one.
 func TestRolloutStrategies(t *testing.T) {
 	ctx := context.Background()
 	seeds := testenv.RealKafka(t)
@@ -134,10 +137,37 @@ func TestRolloutStrategies(t *testing.T) {
 		}
 		recs = append(recs, &kgo.Record{Topic: cfg.Sources[0].Topic, Key: []byte(tx.CardID), Value: b})
 	}
-	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+	// Hot swap: half way through, the shadow and canary models' challenger
+	// moves to v3. Publish returns once this process's registry (the one
+	// the scorers read) serves it, so the events produced after it are
+	// scored by v3 when the challenger serves or shadows them.
+	swapped := map[string]bool{"shadow": true, "canary": true}
+	half := len(recs) / 2
+	if err := cl.ProduceSync(ctx, recs[:half]...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	v3 := &model.LogReg{Format: model.Format, Features: feats, Transforms: make([]string, n), Mean: make([]float64, n), Std: []float64{1, 1, 1},
+		Weights: []float64{-0.1, 0.02, 0.05}, Bias: 0.5}
+	arts[3] = v3
+	for name := range swapped {
+		v3.Name = name
+		art, err := v3.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec, err := models.Publish(ctx, schemas.ModelRecord{Name: name, Format: model.Format, Features: feats, CreatedBy: "test", Aliases: []string{"challenger"}}, art); err != nil || rec.Version != 3 {
+			t.Fatalf("publish %s v3: v%d %v", name, rec.Version, err)
+		}
+	}
+	if err := cl.ProduceSync(ctx, recs[half:]...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 	events := cards * per
+	afterSwap := func(id string) bool {
+		var i int
+		fmt.Sscanf(id, "t-%d", &i)
+		return i >= half
+	}
 
 	for _, m := range cfg.Models {
 		t.Run(m.Name, func(t *testing.T) {
@@ -149,6 +179,10 @@ func TestRolloutStrategies(t *testing.T) {
 			served := map[string]schemas.Prediction{}
 			shadow := map[string]schemas.Prediction{}
 			entityArm := map[string]string{}
+			lastV := map[string]struct {
+				off int64
+				v   int32
+			}{}
 			armEvents := map[string]int{}
 			armEntities := map[string]int{}
 			for _, p := range preds {
@@ -162,11 +196,25 @@ func TestRolloutStrategies(t *testing.T) {
 					t.Fatalf("prediction %s: v%d score %v decision %v; that version scores %v", p.PredictionID, p.ModelVersion, p.Score, p.Decision, lr.Score(x))
 				}
 				wantV := int32(2)
-				if p.RolloutArm == "champion" {
+				switch {
+				case p.RolloutArm == "champion":
 					wantV = 1
+				case swapped[m.Name] && (afterSwap(p.PredictionID) || p.ModelVersion == 3):
+					wantV = 3
 				}
 				if p.ModelVersion != wantV {
 					t.Fatalf("prediction %s by arm %s names v%d, want v%d", p.PredictionID, p.RolloutArm, p.ModelVersion, wantV)
+				}
+				// Per source partition, a swapped arm's versions never go back.
+				if p.RolloutArm != "champion" {
+					k := fmt.Sprint(p.SourcePartition)
+					if last, ok := lastV[k]; ok && ((p.SourceOffset > last.off && p.ModelVersion < last.v) || (p.SourceOffset < last.off && p.ModelVersion > last.v)) {
+						t.Fatalf("partition %s: v%d at offset %d, v%d at offset %d", k, last.v, last.off, p.ModelVersion, p.SourceOffset)
+					}
+					lastV[k] = struct {
+						off int64
+						v   int32
+					}{p.SourceOffset, p.ModelVersion}
 				}
 				into := served
 				if p.Shadow {
