@@ -340,3 +340,34 @@ func TestScorerNoFallbackArm(t *testing.T) {
 		t.Fatalf("Check = %v", err)
 	}
 }
+
+// BenchmarkScoreRollouts is the cost of a served prediction per strategy
+// (bandit: the posterior lookup and the seeded Thompson draw included).
+func BenchmarkScoreRollouts(b *testing.B) {
+	floor := 0.05
+	arms := &fakeArms{by: map[string]*registry.Loaded{"champion": loaded(1, 0), "challenger": loaded(2, 1)}}
+	two := []config.Arm{{Alias: "champion"}, {Alias: "challenger"}}
+	st := &rollout.State{Model: "fraud", Arms: []rollout.ArmCount{{Arm: "champion", Version: 1, Successes: 500, Failures: 400}, {Arm: "challenger", Version: 2, Successes: 700, Failures: 300}}}
+	ev := Event{Entity: "card-42", ID: "txn-1-000000042", Features: FeatureMap{"card.count_1h": {Value: 3}, "card.amount_sum_1h": {Value: 10}, "merchant.fraud_rate": {Value: 0}}}
+	for _, c := range []struct {
+		name string
+		r    config.Rollout
+	}{
+		{"champion", config.Rollout{}},
+		{"canary", config.Rollout{Strategy: config.RolloutCanary, Arms: two, Percent: 10}},
+		{"shadow", config.Rollout{Strategy: config.RolloutShadow, Arms: two}},
+		{"bandit", config.Rollout{Strategy: config.RolloutBandit, Arms: two, Floor: &floor, Prior: config.Prior{Alpha: 1, Beta: 1}}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			s, err := NewScorer(config.Model{Name: "fraud", Threshold: 0.5, Rollout: c.r}, arms, Options{Rewards: fakeRewards{st}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var buf []schemas.Prediction
+			b.ReportAllocs()
+			for b.Loop() {
+				buf, _ = s.ScoreAll(buf[:0], ev)
+			}
+		})
+	}
+}
