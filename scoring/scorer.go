@@ -13,8 +13,9 @@
 // version, with the posteriors of Options.Rewards) and scores the event
 // with it: exactly one prediction with Shadow false per event, named by
 // the arm (RolloutArm, the alias) and the version that scored it. A chosen
-// arm with no version is replaced by arms[0] (counted); when arms[0] has
-// none either the event is not scored (ErrNoChampion). A shadow rollout
+// arm with no version, or whose version cannot score (a multi-class model
+// without a usable positive_class), is replaced by arms[0] (counted); when
+// arms[0] has none either the event is not scored (ErrNoChampion). A shadow rollout
 // also scores the event with every other arm that has a version, as
 // predictions with Shadow true, after the served one; a shadow arm that
 // cannot score (no version, a multi-class model without positive_class)
@@ -42,7 +43,7 @@
 //
 //	weir_scoring_predictions_total{model}          predictions made (served and shadow)
 //	weir_scoring_arm_predictions_total{model,arm,role}  predictions per arm; role served or shadow
-//	weir_scoring_arm_fallbacks_total{model,arm}    events whose chosen arm had no version: served by arms[0]
+//	weir_scoring_arm_fallbacks_total{model,arm}    events whose chosen arm had no version or could not score: served by arms[0]
 //	weir_scoring_shadow_skipped_total{model,arm}   shadow predictions not made: no version, or the arm cannot score
 //	weir_scoring_no_champion_total{model}          events not scored: arms[0] (the champion) has no version yet
 //	weir_scoring_missing_features_total{model,feature}  missing features filled in (default or NaN, see above)
@@ -206,8 +207,9 @@ func NewScorer(m config.Model, models Models, o Options) (*Scorer, error) {
 }
 
 // Check reports whether the rollout's first arm (the champion) can score
-// this model's events, and every other arm that has a version:
-// ErrNoChampion or ErrMultiClass (wrapped, saying what to set).
+// this model's events: ErrNoChampion or ErrMultiClass (wrapped, saying what
+// to set). Another arm that cannot score is logged, not returned: events
+// it would serve are served by the first arm.
 func (s *Scorer) Check() error {
 	for i, alias := range s.arms {
 		l, ok := s.models.Serving(s.model.Name, alias)
@@ -218,7 +220,10 @@ func (s *Scorer) Check() error {
 			continue
 		}
 		if _, err := s.class(l); err != nil {
-			return err
+			if i == 0 {
+				return err
+			}
+			s.log.Warn("scoring: rollout arm cannot score; the first arm serves its events", "model", s.model.Name, "arm", alias, "err", err)
 		}
 	}
 	return nil
@@ -260,7 +265,7 @@ func (s *Scorer) Score(ev Event) (schemas.Prediction, error) {
 // (and value the default used, or 0 for a tree model, which saw NaN), and
 // counted. Otherwise age_ms is the event's time minus the feature row's.
 // ScoreAll returns ErrNoChampion when arms[0] has no version yet (counted)
-// and ErrMultiClass as Check does for the served arm; dst is then
+// and ErrMultiClass when arms[0] cannot score (as Check says); dst is then
 // returned unchanged.
 func (s *Scorer) ScoreAll(dst []schemas.Prediction, ev Event) ([]schemas.Prediction, error) {
 	return s.score(dst, ev, true)
@@ -283,6 +288,14 @@ func (s *Scorer) score(dst []schemas.Prediction, ev Event, shadows bool) ([]sche
 		arm = 0
 	}
 	p, err := s.predict(ls[arm], s.arms[arm], ev, false)
+	if err != nil && arm != 0 {
+		// A chosen arm that cannot score (a multi-class version without a
+		// usable positive_class) never stalls the pipeline: arms[0] serves.
+		s.fallbacks.WithLabelValues(s.arms[arm]).Inc()
+		s.log.Warn("scoring: rollout arm cannot score; the first arm serves", "model", s.model.Name, "arm", s.arms[arm], "err", err)
+		arm = 0
+		p, err = s.predict(ls[0], s.arms[0], ev, false)
+	}
 	if err != nil {
 		return dst, err
 	}

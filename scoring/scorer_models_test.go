@@ -231,3 +231,39 @@ func mustScorer(t *testing.T, champs Models, class int) *Scorer {
 	}
 	return s
 }
+
+// TestScorerArmCannotScore: a canary arm whose version is a multi-class
+// model without positive_class does not fail events: the champion serves
+// them (counted), and a shadow arm like it is skipped (counted).
+func TestScorerArmCannotScore(t *testing.T) {
+	m, rows, _ := readGolden(t, "xgboost/multi_softprob.json")
+	names := features(m)
+	multi := &registry.Loaded{Record: schemas.ModelRecord{Name: "fraud", Version: 3, Format: m.ModelFormat(), Features: names}, Model: m}
+	champ := &registry.Loaded{Record: schemas.ModelRecord{Name: "fraud", Version: 1, Format: m.ModelFormat(), Features: names}, Model: loaded(1, 0).Model}
+	champ.Record.Features = loaded(1, 0).Record.Features
+	arms := &fakeArms{by: map[string]*registry.Loaded{"champion": champ, "challenger": multi}}
+	two := []config.Arm{{Alias: "champion"}, {Alias: "challenger"}}
+	for _, r := range []config.Rollout{
+		{Strategy: config.RolloutCanary, Arms: two, Percent: 100},
+		{Strategy: config.RolloutShadow, Arms: two},
+	} {
+		s, err := NewScorer(config.Model{Name: "fraud", Threshold: 0.5, Rollout: r}, arms, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Check(); err != nil {
+			t.Fatalf("Check: %v: only the first arm's failure stops the processor", err)
+		}
+		ps, err := s.ScoreAll(nil, event(names, rows[0]))
+		if err != nil || len(ps) != 1 || ps[0].RolloutArm != "champion" || ps[0].ModelVersion != 1 || ps[0].Shadow {
+			t.Fatalf("%s: %+v, %v; want the champion's prediction only", r.Strategy, ps, err)
+		}
+		counter := s.fallbacks
+		if r.Strategy == config.RolloutShadow {
+			counter = s.shadowSkip
+		}
+		if n := testutil.ToFloat64(counter.WithLabelValues("challenger")); n != 1 {
+			t.Fatalf("%s: counted %v, want 1", r.Strategy, n)
+		}
+	}
+}
