@@ -128,6 +128,7 @@ type Task struct {
 	filterPos  []int       // where each filter's field's value is in proj
 	repartPos  []int       // where each repartition's key is in proj
 	keys       []EntityKey // Event.Keys, reused for every event
+	ev         Event       // handed to the hooks, reused for every event
 	keyPos     []int       // where each of keys is in proj
 
 	ttl int64 // ms: entities expire this long after their newest event
@@ -405,9 +406,11 @@ func (t *Task) Process(ctx context.Context, rec *kgo.Record, out []*kgo.Record) 
 	for i, pos := range t.keyPos {
 		t.keys[i].Key = vals[pos].Bytes
 	}
-	ev := Event{Key: key, ID: id, Time: ts, Partition: rec.Partition, Offset: rec.Offset, Rows: t.eventRows(), Keys: t.keys}
+	// The event is the task's too (it would escape to the heap per event).
+	ev := &t.ev
+	*ev = Event{Key: key, ID: id, Time: ts, Partition: rec.Partition, Offset: rec.Offset, Rows: t.eventRows(), Keys: t.keys}
 	for _, h := range t.hooks {
-		if out, err = h(ctx, &ev, out); err != nil {
+		if out, err = h(ctx, ev, out); err != nil {
 			return out, err
 		}
 	}

@@ -30,15 +30,24 @@ func BenchmarkProcess(b *testing.B) {
 	for _, store := range []string{config.StoreMemory, config.StorePebble} {
 		b.Run(store, func(b *testing.B) { benchmarkProcess(b, "../deploy/demo/weir.yaml", store) })
 	}
+	// With a hook (as the scorer runs): the event handed to hooks, with
+	// its entity keys, must cost no allocation.
+	var sink int
+	hook := func(_ context.Context, ev *Event, out []*kgo.Record) ([]*kgo.Record, error) {
+		sink += len(ev.Rows)
+		return out, nil
+	}
+	b.Run("memory/hooked", func(b *testing.B) { benchmarkProcess(b, "../deploy/demo/weir.yaml", config.StoreMemory, hook) })
 	// Issue 4's benchmark view: 15 features over 5 min, 1 h and 24 h.
 	for _, store := range []string{config.StoreMemory, config.StorePebble} {
 		b.Run("issue-workload/"+store, func(b *testing.B) { benchmarkProcess(b, "testdata/issue-workload.yaml", store) })
 	}
 }
 
-func benchmarkProcess(b *testing.B, path, store string) {
+func benchmarkProcess(b *testing.B, path, store string, hooks ...EventHook) {
 	ctx := context.Background()
 	task, txn, src := newMemTaskFrom(b, path)
+	task.hooks = hooks
 	if store == config.StorePebble {
 		task.cfg.State = config.State{Store: config.StorePebble, Dir: b.TempDir()}
 		st, err := task.openStore(0)
