@@ -97,7 +97,7 @@ func main() {
 	data := envOr("WEIR_DATA", ".weir")
 	flag.StringVar(&sizes, "rows", "1000000", "spine sizes, comma-separated: each is generated, checked and timed on both sides")
 	flag.StringVar(&weirOnly, "weir-only-rows", "", "spine sizes timed on Weir's side only (e.g. where Feast cannot finish)")
-	flag.IntVar(&f.repeats, "repeats", 3, "timed builds of each side per size, alternated")
+	flag.IntVar(&f.repeats, "repeats", 3, "timed builds of each side per size, alternated (0: only the correctness builds, whose numbers are logged)")
 	flag.StringVar(&engines, "engines", "duckdb,dask", "Feast offline stores to run: duckdb, dask (the default file store)")
 	flag.StringVar(&f.python, "python", envOr("WEIR_PYTHON", filepath.Join(data, "venv/bin/python")), "the project's Python (gen.py, oracle.py)")
 	flag.StringVar(&f.feastPython, "feast-python", filepath.Join(data, "feast-venv/bin/python"), "Feast's venv's Python (bench/featurestore/feast/venv.sh)")
@@ -229,9 +229,11 @@ func runSize(ctx context.Context, f *flags, ch driver.Conn, chPid int, weirBin s
 
 	// Correctness first.
 	log("correctness, %d spine rows: weir training-set", n)
-	if _, err := timed(ctx, "weir", chPid, f.maxRSSMB, f.timeout, f.noisy, weirArgv...); err != nil {
+	first, err := timed(ctx, "weir", chPid, f.maxRSSMB, f.timeout, f.noisy, weirArgv...)
+	if err != nil {
 		return nil, err
 	}
+	logResult(first)
 	out, err := exec.CommandContext(ctx, f.python, "featurestore/trainingset/testdata/oracle.py", "--data", dataDir, "--got", weirOut).CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("oracle.py on Weir's output: %v\n%s", err, out)
@@ -272,6 +274,7 @@ func runSize(ctx context.Context, f *flags, ch driver.Conn, chPid int, weirBin s
 		if err != nil {
 			return nil, err
 		}
+		logResult(r)
 		if r.killed != "" {
 			sr.checks[e] = "did not finish: " + r.killed
 			log("feast %s: %s", e, sr.checks[e])
