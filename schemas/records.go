@@ -138,22 +138,44 @@ type Command struct {
 	TrainUntil    int64  `avro:"train_until"`
 }
 
-// ModelRecord is one model version in the registry.
+// ModelRecord is one model version in the registry. Its JSON names are
+// the Avro field names.
 type ModelRecord struct {
-	Name             string             `avro:"name"`
-	Version          int32              `avro:"version"`
-	Format           string             `avro:"format"`
-	Features         []string           `avro:"features"`
-	Views            []string           `avro:"views"`
-	ArtifactURI      string             `avro:"artifact_uri"`
-	SHA256           string             `avro:"sha256"`
-	CreatedAt        int64              `avro:"created_at"`
-	CreatedBy        string             `avro:"created_by"`
-	Reason           string             `avro:"reason"`
-	ParentVersion    int32              `avro:"parent_version"`
-	Metrics          map[string]float64 `avro:"metrics"`
-	TrainingSet      string             `avro:"training_set"`
-	ReferenceProfile string             `avro:"reference_profile"`
-	Aliases          []string           `avro:"aliases"`
-	Signature        string             `avro:"signature"`
+	Name        string   `avro:"name" json:"name"`
+	Version     int32    `avro:"version" json:"version"`
+	Format      string   `avro:"format" json:"format"`
+	Features    []string `avro:"features" json:"features"`
+	Views       []string `avro:"views" json:"views"`
+	ArtifactURI string   `avro:"artifact_uri" json:"artifact_uri"`
+	SHA256      string   `avro:"sha256" json:"sha256"`
+	CreatedAt   int64    `avro:"created_at" json:"created_at"`
+	CreatedBy   string   `avro:"created_by" json:"created_by"`
+	// Reason is why the version was created; an alias move does not
+	// change it (records written before Moves existed may hold a move's
+	// text here instead).
+	Reason           string             `avro:"reason" json:"reason"`
+	ParentVersion    int32              `avro:"parent_version" json:"parent_version"`
+	Metrics          map[string]float64 `avro:"metrics" json:"metrics"`
+	TrainingSet      string             `avro:"training_set" json:"training_set"`
+	ReferenceProfile string             `avro:"reference_profile" json:"reference_profile"`
+	Aliases          []string           `avro:"aliases" json:"aliases"`
+	Signature        string             `avro:"signature" json:"signature"`
+	// Moves holds, per alias, the last move that gave this version that
+	// alias; an entry stays when the alias moves on. Records written
+	// before the field read as none.
+	Moves []AliasMove `avro:"moves" json:"moves"`
+}
+
+// AliasMove is the last move that gave a version one alias: a promote or
+// a rollback (scoring/registry Move), who made it and why.
+type AliasMove struct {
+	Alias  string `avro:"alias" json:"alias"`
+	Action string `avro:"action" json:"action"`
+	// FromVersion held the alias before (0: none). PreviousVersion is
+	// where a rollback from this version goes (0: none recorded).
+	FromVersion     int32  `avro:"from_version" json:"from_version"`
+	PreviousVersion int32  `avro:"previous_version" json:"previous_version"`
+	By              string `avro:"by" json:"by"`
+	Reason          string `avro:"reason" json:"reason"`
+	At              int64  `avro:"at" json:"at"` // Unix ms
 }

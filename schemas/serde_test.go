@@ -45,7 +45,8 @@ func TestRoundTrip(t *testing.T) {
 		{schemas.MonitorMetricSchema, &schemas.MonitorMetric{Metric: "psi", Value: 0.3}, &schemas.MonitorMetric{}},
 		{schemas.AlertSchema, &schemas.Alert{State: schemas.AlertFiring, Rule: "r"}, &schemas.Alert{}},
 		{schemas.CommandSchema, &schemas.Command{Type: schemas.CommandRetrain, ModelName: "m"}, &schemas.Command{}},
-		{schemas.ModelRecordSchema, &schemas.ModelRecord{Name: "m", Version: 2, Metrics: map[string]float64{"auc": 0.9}, Features: []string{"a"}, Views: []string{}, Aliases: []string{"champion"}}, &schemas.ModelRecord{}},
+		{schemas.ModelRecordSchema, &schemas.ModelRecord{Name: "m", Version: 2, Metrics: map[string]float64{"auc": 0.9}, Features: []string{"a"}, Views: []string{}, Aliases: []string{"champion"},
+			Moves: []schemas.AliasMove{{Alias: "champion", Action: "rollback", FromVersion: 3, PreviousVersion: 1, By: "bob", Reason: "AUC fell", At: 1767225600000}}}, &schemas.ModelRecord{}},
 	}
 	if len(cases) != len(schemas.Names()) {
 		t.Fatalf("%d cases for %d schemas: add the new schema here", len(cases), len(schemas.Names()))
