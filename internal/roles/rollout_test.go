@@ -30,7 +30,10 @@ import (
 // equal rollout.Thompson recomputed from the event id and the prior. Half
 // way, the shadow and canary models' challenger is hot-swapped to v3: no
 // event is dropped or scored twice, events after the swap are scored by
-// v3, and per partition a version never follows a newer one.
+// v3, and per partition a version never follows a newer one. Then labels
+// reward the bandit's challenger: the rewards topic must hold exactly the
+// tally of served predictions and labels, and new events must follow
+// Thompson on that posterior.
 func TestRolloutStrategies(t *testing.T) {
 	ctx := context.Background()
 	seeds := testenv.RealKafka(t)
@@ -169,6 +172,7 @@ func TestRolloutStrategies(t *testing.T) {
 		return i >= half
 	}
 
+	var banditServed map[string]schemas.Prediction
 	for _, m := range cfg.Models {
 		t.Run(m.Name, func(t *testing.T) {
 			want := events
@@ -275,10 +279,92 @@ func TestRolloutStrategies(t *testing.T) {
 					}
 				}
 				binomial(t, "bandit challenger events", armEvents["challenger"], events, 0.5)
+				banditServed = served
 			}
 			t.Logf("%s: events per arm %v, entities per arm %v, %d shadow", m.Name, armEvents, armEntities, len(shadow))
 		})
 	}
+	if t.Failed() {
+		return
+	}
+
+	// Bandit rewards through the processor's joiner: labels that make every
+	// challenger decision right and every champion decision wrong. The
+	// rewards topic must come to hold exactly that tally, and events scored
+	// after it must follow Thompson on the posterior it gives.
+	label, err := env.Serde(ctx, cfg.Labels.Topic, cfg.Labels.Schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var labels []*kgo.Record
+	wantCounts := map[string][2]int64{}
+	for id, p := range banditServed {
+		right := p.RolloutArm == "challenger"
+		b, err := label.Encode(&schemas.Label{TxnID: id, CardID: p.Entity, EventTime: p.EventTime, LabelTime: p.EventTime + 1, IsFraud: p.Decision == right})
+		if err != nil {
+			t.Fatal(err)
+		}
+		labels = append(labels, &kgo.Record{Topic: cfg.Labels.Topic, Key: []byte(p.Entity), Value: b})
+		c := wantCounts[p.RolloutArm]
+		if right {
+			c[0]++
+		} else {
+			c[1]++
+		}
+		wantCounts[p.RolloutArm] = c
+	}
+	if err := cl.ProduceSync(ctx, labels...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	post := rollout.NewPosteriors(env.Kafka, cfg.RewardsTopic(), nil)
+	pctx, pcancel := context.WithCancel(ctx)
+	pdone := make(chan error, 1)
+	go func() { pdone <- post.Run(pctx) }()
+	defer func() { pcancel(); <-pdone }()
+	var st *rollout.State
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		st = post.State("bandit")
+		cs, cf := st.Counts("champion", 1)
+		hs, hf := st.Counts("challenger", 2)
+		if cs == wantCounts["champion"][0] && cf == wantCounts["champion"][1] && hs == wantCounts["challenger"][0] && hf == wantCounts["challenger"][1] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rewards topic holds %+v, want champion %v challenger %v (successes, failures)", st, wantCounts["champion"], wantCounts["challenger"])
+		}
+	}
+	// The scorers' own reader has read the same record once the new
+	// events' predictions follow it; give it the time our reader took.
+	time.Sleep(500 * time.Millisecond)
+	var more []*kgo.Record
+	for i := range 400 {
+		tx := schemas.Transaction{TxnID: fmt.Sprintf("t-%d", events+i), CardID: fmt.Sprintf("card-%d", i), MerchantID: "m", Amount: 5,
+			Currency: "GBP", Country: "GB", DeviceID: "d", EventTime: start + int64(events+i)*100}
+		b, err := txn.Encode(&tx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		more = append(more, &kgo.Record{Topic: cfg.Sources[0].Topic, Key: []byte(tx.CardID), Value: b})
+	}
+	if err := cl.ProduceSync(ctx, more...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	cs, cf := st.Counts("champion", 1)
+	hs, hf := st.Counts("challenger", 2)
+	posterior := []rollout.Beta{{Alpha: 1 + float64(cs), Beta: 1 + float64(cf)}, {Alpha: 1 + float64(hs), Beta: 1 + float64(hf)}}
+	byArm := map[string]int{}
+	for _, p := range consumeRollout(t, env, cfg.PredictionsTopic("bandit"), events+400) {
+		if _, old := banditServed[p.PredictionID]; old {
+			continue
+		}
+		want := []string{"champion", "challenger"}[rollout.Thompson(rollout.Seed("bandit", p.PredictionID), posterior, floor)]
+		if p.RolloutArm != want {
+			t.Fatalf("%s served by %s, want %s (Thompson on the rewards topic's posterior %v)", p.PredictionID, p.RolloutArm, want, posterior)
+		}
+		byArm[p.RolloutArm]++
+	}
+	binomial(t, "bandit champion events after the rewards", byArm["champion"], 400, floor)
+	t.Logf("bandit after rewards %v: events per arm %v", posterior, byArm)
 }
 
 // reloadDefaults applies the rollout defaults Load applies
