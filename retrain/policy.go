@@ -16,9 +16,15 @@
 // version N+1 as champion, with the serving champion as parent. There is
 // no evaluation gate yet (a later issue): a retrained version is promoted
 // at once, and ROLLBACK is the way back. ROLLBACK and PROMOTE move the
-// champion alias to the target version (ROLLBACK with target 0: the parent
-// of the serving champion). A command that fails is logged, counted and
-// committed; it is not retried.
+// champion alias through registry.Rollback and registry.Promote, exactly
+// as `weir models rollback|promote` do: the target's artifact is verified
+// before the alias moves, and the move is recorded in the target's record
+// (registry.MoveOf) with the command's requested_by and reason as who and
+// why (defaults: "weir.commands", "<TYPE> command <id>"). A ROLLBACK with
+// target 0 goes to the version that held the champion alias before the
+// current holder gained it (after a retrain, the retrained version's
+// parent), so repeated rollbacks walk back. A command that fails is
+// logged, counted and committed; it is not retried.
 //
 // Backends: [Local] fits in process. Subprocess (the reference Python
 // trainer), Kubernetes Job and Slurm backends come later.

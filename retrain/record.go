@@ -11,15 +11,15 @@ import (
 	"github.com/weirhq/weir/scoring/registry"
 )
 
-// Models is what the retrain stage needs of the model registry;
+// Models is what the retrain stage needs of the model registry: what
+// registry.Promote and registry.Rollback need (registry.Mover) and more;
 // *registry.Registry implements it.
 type Models interface {
+	registry.Mover
 	WaitReady(ctx context.Context) error
 	Champion(name string) (*registry.Loaded, bool)
-	Get(name string, version int32) (schemas.ModelRecord, bool)
 	List(name string) []schemas.ModelRecord
 	Publish(ctx context.Context, rec schemas.ModelRecord, artifact []byte) (schemas.ModelRecord, error)
-	MoveAlias(ctx context.Context, name, alias string, version int32, reason string) (schemas.ModelRecord, error)
 }
 
 var _ Models = (*registry.Registry)(nil)

@@ -285,27 +285,39 @@ func (t *Trainer) retrain(ctx context.Context, log *slog.Logger, cmd schemas.Com
 	return rec, nil
 }
 
+// move carries out PROMOTE and ROLLBACK through registry.Promote and
+// registry.Rollback, as `weir models promote|rollback` do: the target is
+// verified before the alias moves, the move is recorded in the target's
+// record with the command's requester and reason, and a ROLLBACK without
+// a target goes to the holder before the current one (repeated rollbacks
+// walk back), or the holder's parent where no move recorded one.
 func (t *Trainer) move(ctx context.Context, cmd schemas.Command) (schemas.ModelRecord, error) {
-	target := cmd.TargetVersion
-	if target == 0 {
-		if cmd.Type == schemas.CommandPromote {
+	by := cmd.RequestedBy
+	if strings.TrimSpace(by) == "" {
+		by = "weir.commands"
+	}
+	why := cmd.Reason
+	if strings.TrimSpace(why) == "" {
+		why = fmt.Sprintf("%s command %s", cmd.Type, cmd.CommandID)
+	}
+	var (
+		m   registry.Move
+		err error
+	)
+	if cmd.Type == schemas.CommandPromote {
+		if cmd.TargetVersion == 0 {
 			return schemas.ModelRecord{}, fail("alias", "promote needs a target version")
 		}
-		l, ok := t.o.Models.Champion(cmd.ModelName)
-		if !ok {
-			return schemas.ModelRecord{}, fail("alias", "no serving champion to roll back from")
-		}
-		if target = l.Record.ParentVersion; target == 0 {
-			return schemas.ModelRecord{}, fail("alias", "champion v%d has no parent to roll back to", l.Record.Version)
-		}
+		m, err = registry.Promote(ctx, t.o.Models, cmd.ModelName, registry.Champion, cmd.TargetVersion, by, why)
+	} else {
+		m, err = registry.Rollback(ctx, t.o.Models, cmd.ModelName, registry.Champion, cmd.TargetVersion, by, why)
 	}
-	reason := cmd.Reason
-	if reason == "" {
-		reason = "requested by " + cmd.RequestedBy
-	}
-	rec, err := t.o.Models.MoveAlias(ctx, cmd.ModelName, registry.Champion, target, strings.ToLower(cmd.Type)+": "+reason)
 	if err != nil {
 		return schemas.ModelRecord{}, fail("alias", "%w", err)
+	}
+	rec, ok := t.o.Models.Get(cmd.ModelName, m.To)
+	if !ok {
+		return schemas.ModelRecord{}, fail("alias", "v%d moved to but not read back", m.To)
 	}
 	return rec, nil
 }

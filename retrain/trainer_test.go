@@ -3,6 +3,8 @@ package retrain
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -189,27 +191,32 @@ func TestTrainer(t *testing.T) {
 		t.Fatalf("%d versions after a failed retrain", n)
 	}
 
-	// ROLLBACK with no target: back to v2's parent, v1.
+	// ROLLBACK with no target: v2 was published as champion over its
+	// parent, so back to v1. The move is recorded in v1's moves with the
+	// command's requester and reason; v1's own reason stays.
 	h = send(schemas.Command{CommandID: "c3", Type: schemas.CommandRollback, ModelName: "fraud", Reason: "v2 degraded", RequestedBy: "oncall"})
 	if h.err != nil {
 		t.Fatal(h.err)
 	}
-	if h.rec.Version != 1 || h.rec.Reason != "rollback: v2 degraded" {
+	if h.rec.Version != 1 || h.rec.Reason != v1.Reason {
 		t.Fatalf("rollback wrote %+v", h.rec)
 	}
+	checkMove(t, h.rec, "rollback champion v2->v1 by oncall (previous none): v2 degraded")
 	if l, _ := reg.Champion("fraud"); l.Record.Version != 1 {
 		t.Fatalf("champion v%d after rollback", l.Record.Version)
 	}
-	// v1 has no parent: a second rollback fails.
-	if h = send(schemas.Command{CommandID: "c4", Type: schemas.CommandRollback, ModelName: "fraud"}); h.err == nil || !strings.Contains(h.err.Error(), "no parent") {
+	// No holder is recorded before v1 and it has no parent: a second
+	// rollback fails and moves nothing.
+	if h = send(schemas.Command{CommandID: "c4", Type: schemas.CommandRollback, ModelName: "fraud"}); !errors.Is(h.err, registry.ErrNoPrevious) {
 		t.Fatalf("rollback past v1: %v", h.err)
 	}
-	// PROMOTE v2.
+	// PROMOTE v2, without a requester or reason: the command stands in.
 	if h = send(schemas.Command{CommandID: "c5", Type: schemas.CommandPromote, ModelName: "fraud", TargetVersion: 2}); h.err != nil {
 		t.Fatal(h.err)
 	}
-	if l, _ := reg.Champion("fraud"); l.Record.Version != 2 {
-		t.Fatalf("champion v%d after promote", l.Record.Version)
+	checkMove(t, h.rec, "promote champion v1->v2 by weir.commands: PROMOTE command c5")
+	if l, _ := reg.Champion("fraud"); l.Record.Version != 2 || h.rec.Reason != v2.Reason {
+		t.Fatalf("champion v%d after promote, v2 reason %q", l.Record.Version, h.rec.Reason)
 	}
 	if n := testutil.ToFloat64(tr.commands.WithLabelValues(schemas.CommandRetrain, "ok")); n != 1 {
 		t.Fatalf("commands{RETRAIN,ok} = %v", n)
@@ -223,6 +230,71 @@ func TestTrainer(t *testing.T) {
 	}
 	if committedAtC6 != 5 {
 		t.Fatalf("committed offset while handling c6 = %d, want 5", committedAtC6)
+	}
+
+	// A ROLLBACK after a promote made elsewhere (weir models promote)
+	// goes where that promote recorded, not to the parent: v3, child of
+	// v1, is promoted over v2, and the command goes back to v2; the next
+	// walks on to v1 (v2's previous, from c5), the next finds nothing.
+	art1, err := registry.Read(v1.ArtifactURI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v3, err := reg.Publish(ctx, schemas.ModelRecord{Name: "fraud", Features: v1.Features, CreatedBy: "test", Reason: "v3's own", ParentVersion: 1}, art1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := registry.Promote(ctx, reg, "fraud", registry.Champion, 3, "alice", "by hand"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		id   string
+		want int32
+		move string
+	}{
+		{"c7", 2, "rollback champion v3->v2 by oncall (previous v1): c7"},
+		{"c8", 1, "rollback champion v2->v1 by oncall (previous none): c8"},
+	} {
+		h = send(schemas.Command{CommandID: c.id, Type: schemas.CommandRollback, ModelName: "fraud", Reason: c.id, RequestedBy: "oncall"})
+		if h.err != nil || h.rec.Version != c.want {
+			t.Fatalf("%s: rolled back to v%d (%v), want v%d", c.id, h.rec.Version, h.err, c.want)
+		}
+		checkMove(t, h.rec, c.move)
+		if l, _ := reg.Champion("fraud"); l.Record.Version != c.want {
+			t.Fatalf("%s: champion v%d, want v%d", c.id, l.Record.Version, c.want)
+		}
+	}
+	if h = send(schemas.Command{CommandID: "c9", Type: schemas.CommandRollback, ModelName: "fraud", RequestedBy: "oncall"}); !errors.Is(h.err, registry.ErrNoPrevious) {
+		t.Fatalf("c9: %v", h.err)
+	}
+
+	// The target is verified before the alias moves: a PROMOTE and a
+	// ROLLBACK to v3, whose artifact changed, fail and v1 keeps it.
+	if err := os.WriteFile(strings.TrimPrefix(v3.ArtifactURI, "file://"), []byte(`{"tampered":true}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []schemas.Command{
+		{CommandID: "c10", Type: schemas.CommandPromote, ModelName: "fraud", TargetVersion: 3},
+		{CommandID: "c11", Type: schemas.CommandRollback, ModelName: "fraud", TargetVersion: 3},
+	} {
+		if h = send(c); !errors.Is(h.err, registry.ErrChecksum) {
+			t.Fatalf("%s to a tampered v3: %v", c.CommandID, h.err)
+		}
+		if v, _ := reg.Alias("fraud", registry.Champion); v != 1 {
+			t.Fatalf("%s: champion alias on v%d, want v1 kept", c.CommandID, v)
+		}
+	}
+	if n := testutil.ToFloat64(tr.failures.WithLabelValues("fraud", "alias")); n != 5 { // c4, c6, c9, c10, c11
+		t.Fatalf("failures{alias} = %v, want 5", n)
+	}
+}
+
+// checkMove checks the champion move recorded in rec.
+func checkMove(t *testing.T, rec schemas.ModelRecord, want string) {
+	t.Helper()
+	m, ok := registry.MoveOf(rec, registry.Champion)
+	if !ok || m.String() != want || m.At.IsZero() {
+		t.Fatalf("v%d records move %q (%v), want %q", rec.Version, m, ok, want)
 	}
 }
 

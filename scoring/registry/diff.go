@@ -24,7 +24,8 @@ type Diff struct {
 	B     int32  `json:"b"`
 	// Fields are the record's single-valued fields that differ, by
 	// field name: format, sha256, artifact_uri, signature, parent_version,
-	// created_at, created_by, reason, aliases.
+	// created_at, created_by, reason, last_move (the latest recorded alias
+	// move, see LastMove, as Move.String writes it), aliases.
 	Fields []FieldDiff `json:"fields,omitempty"`
 	// Features compares the feature vectors.
 	Features FeatureDiff `json:"features"`
@@ -99,12 +100,20 @@ func DiffRecords(a, b schemas.ModelRecord) Diff {
 	field("created_at", msTime(a.CreatedAt), msTime(b.CreatedAt))
 	field("created_by", a.CreatedBy, b.CreatedBy)
 	field("reason", a.Reason, b.Reason)
+	field("last_move", lastMove(a), lastMove(b))
 	field("aliases", strings.Join(sorted(a.Aliases), ","), strings.Join(sorted(b.Aliases), ","))
 	d.Features = diffFeatures(a.Features, b.Features)
 	d.Views = diffViews(a.Views, b.Views)
 	d.TrainingSet = diffJSON(a.TrainingSet, b.TrainingSet)
 	d.Metrics = diffMetrics(a.Metrics, b.Metrics)
 	return d
+}
+
+func lastMove(rec schemas.ModelRecord) string {
+	if m, ok := LastMove(rec); ok {
+		return m.String()
+	}
+	return ""
 }
 
 func signedOrNot(sig string) string {

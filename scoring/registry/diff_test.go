@@ -29,9 +29,13 @@ func diffRecs() (a, b schemas.ModelRecord) {
 		Features:    []string{"card_activity.amount_last", "card_activity.txn_count_5m", "card_activity.amount_max_1h"},
 		Views:       []string{"card_activity@4", "device@2"},
 		ArtifactURI: "file:///m/fraud/v3.json", SHA256: "bbbb", CreatedAt: 1767312000000, CreatedBy: "retrain", ParentVersion: 1,
-		Reason: "promote champion v1->v3 by alice: drift", Metrics: map[string]float64{"holdout_auc": 0.85, "train_rows": 1500, "only_b": 2},
+		Reason: "retrained on drift", Metrics: map[string]float64{"holdout_auc": 0.85, "train_rows": 1500, "only_b": 2},
 		TrainingSet: `{"spine_table":"db.labels","since_ms":1767139200000,"until_ms":1767312000000,"rows":1500,"views":[{"view":"card_activity","version":"4"}]}`,
 		Aliases:     []string{"champion"}, Signature: "c2ln",
+		Moves: []schemas.AliasMove{
+			{Alias: "champion", Action: ActionPromote, FromVersion: 1, PreviousVersion: 1, By: "alice", Reason: "drift", At: 1767312000001},
+			{Alias: "shadow", Action: ActionPromote, FromVersion: 2, PreviousVersion: 2, By: "bob", Reason: "try it", At: 1767312000000},
+		},
 	}
 	return a, b
 }
@@ -51,7 +55,8 @@ func TestDiffRecords(t *testing.T) {
 		{"parent_version", "none", "v1"},
 		{"created_at", "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"},
 		{"created_by", "bootstrap", "retrain"},
-		{"reason", "bootstrap: no version of the model existed", "promote champion v1->v3 by alice: drift"},
+		{"reason", "bootstrap: no version of the model existed", "retrained on drift"},
+		{"last_move", "", "promote champion v1->v3 by alice: drift"},
 		{"aliases", "", "champion"},
 	}
 	if !reflect.DeepEqual(d.Fields, wantFields) {
@@ -86,6 +91,15 @@ func TestDiffRecords(t *testing.T) {
 	}
 	if !reflect.DeepEqual(d.Metrics, wantMetrics) {
 		t.Errorf("metrics %s, want %s", js(d.Metrics), js(wantMetrics))
+	}
+
+	// A record written before moves had a field: its last move is the
+	// one in its reason.
+	old := a
+	old.Reason = "rollback champion v3->v1 by bob (previous none): v3 bad"
+	wantOld := []FieldDiff{{"reason", old.Reason, a.Reason}, {"last_move", old.Reason, ""}}
+	if got := DiffRecords(old, a).Fields; !reflect.DeepEqual(got, wantOld) {
+		t.Errorf("an old record's move:\n%+v\nwant\n%+v", got, wantOld)
 	}
 
 	// A version against itself differs in nothing.

@@ -26,11 +26,12 @@ type Change struct {
 	From int32 `json:"from"`
 	To   int32 `json:"to"`
 	// Action is "publish" when the record that gave To the alias was
-	// To's first, the Move's action when Promote or Rollback wrote it,
-	// "move" for another writer (the trainer), "release" when To is 0.
+	// To's first, the Move's action when MoveAlias recorded one (see
+	// MoveOf), "move" for another writer (a trainer before moves were
+	// recorded), "release" when To is 0.
 	Action string `json:"action"`
 	By     string `json:"by"`     // the Move's By, or the version's created_by on publish
-	Reason string `json:"reason"` // the record's reason (the Move's Why when parsed)
+	Reason string `json:"reason"` // the Move's Why; on publish or another writer's move, the record's reason
 	// Partition and Offset locate the record on the topic.
 	Partition int32 `json:"partition"`
 	Offset    int64 `json:"offset"`
@@ -175,7 +176,7 @@ func History(recs []TopicRecord, model string) []Change {
 			}
 			c := Change{At: tr.At, Model: model, Alias: a, From: from, To: to, Partition: tr.Partition, Offset: tr.Offset}
 			holder := state[to]
-			m, moved := ParseMove(holder.rec.Reason)
+			m, moved := MoveOf(holder.rec, a)
 			switch {
 			case to == 0:
 				c.Action = "release"
@@ -184,7 +185,7 @@ func History(recs []TopicRecord, model string) []Change {
 				// without the alias) and it fell back to an earlier
 				// holder.
 				c.Action, c.Reason = "release", holder.rec.Reason
-			case moved && m.To == to && m.Alias == a:
+			case moved:
 				c.Action, c.By, c.Reason = m.Action, m.By, m.Why
 				if c.From == 0 {
 					// The old holder's record was compacted away.

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/weirhq/weir/schemas"
 )
@@ -17,16 +18,20 @@ const (
 	ActionRollback = "rollback"
 )
 
-// ErrNoPrevious: a rollback without a target, and the alias holder's
-// record names no earlier holder to go back to.
-var ErrNoPrevious = errors.New("no earlier holder recorded")
+var (
+	// ErrNoPrevious: a rollback without a target, and the alias holder's
+	// record names no earlier holder to go back to.
+	ErrNoPrevious = errors.New("no earlier holder recorded")
+	// ErrAliasMoved: MoveAlias of a Move whose From no longer holds the
+	// alias (another move came first).
+	ErrAliasMoved = errors.New("the alias moved meanwhile")
+)
 
-// Move is one alias move made by Promote or Rollback. It is recorded as
-// the Reason of the record of the version that gains the alias (see
-// [Move.Reason]), so that it survives compaction with that record:
-//
-//	promote champion v2->v3 by alice: new features
-//	rollback champion v3->v2 by bob (previous v1): AUC fell 4 points
+// Move is one alias move, made by Promote or Rollback (the CLI's and the
+// trainer's commands). MoveAlias records it in the moves of the record of
+// the version that gains the alias (a schemas.AliasMove per alias), beside
+// the version's own reason, so that it survives compaction with that
+// record and a rollback knows where to go.
 type Move struct {
 	Action string `json:"action"` // ActionPromote or ActionRollback
 	Model  string `json:"model"`
@@ -41,11 +46,19 @@ type Move struct {
 	Previous int32  `json:"previous"`
 	By       string `json:"by"`
 	Why      string `json:"why"`
+	// At is when MoveAlias recorded it (zero for a move read from an
+	// old record's reason).
+	At time.Time `json:"at"`
 }
 
-// Reason renders m as the Reason of the target's record. ParseMove reads
-// it back.
-func (m Move) Reason() string {
+// String renders m for a person:
+//
+//	promote champion v2->v3 by alice: new features
+//	rollback champion v3->v2 by bob (previous v1): AUC fell 4 points
+//
+// Records written before schemas.ModelRecord had moves hold this text as
+// their reason; ParseMove reads it back.
+func (m Move) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s %s->v%d by %s", m.Action, m.Alias, vname(m.From), m.To, m.By)
 	if m.Action != ActionPromote || m.Previous != m.From {
@@ -63,10 +76,17 @@ func vname(v int32) string {
 	return "v" + strconv.Itoa(int(v))
 }
 
+// record is m as the target record's moves entry.
+func (m Move) record() schemas.AliasMove {
+	return schemas.AliasMove{Alias: m.Alias, Action: m.Action, FromVersion: m.From, PreviousVersion: m.Previous,
+		By: m.By, Reason: m.Why, At: m.At.UnixMilli()}
+}
+
 var moveRE = regexp.MustCompile(`^(promote|rollback) (\S+) (none|v\d+)->v(\d+) by ([^:()\n]*?)(?: \(previous (none|v\d+)\))?: ((?s).*)$`)
 
-// ParseMove reads a record Reason written by Move.Reason; ok is false for
-// any other reason (a version's own reason, a trainer's "rollback: ...").
+// ParseMove reads a reason written by Move.String, as records written
+// before schemas.ModelRecord had moves hold it; ok is false for any other
+// reason (a version's own reason, an old trainer's "rollback: ...").
 // Model is left empty.
 func ParseMove(reason string) (m Move, ok bool) {
 	s := moveRE.FindStringSubmatch(reason)
@@ -91,12 +111,60 @@ func ParseMove(reason string) (m Move, ok bool) {
 	return m, ok1 && ok2 && ok3
 }
 
-// previous is where a rollback of alias from rec's version goes: the
-// Previous of the move recorded in its Reason when that move gave it the
-// alias, else its parent version (what the trainer's ROLLBACK uses), else
-// 0.
-func previous(rec schemas.ModelRecord, alias string) int32 {
+// MoveOf returns the last move recorded in rec that gave its version
+// alias: its moves entry for alias, or, in a record written before moves
+// existed, a move in its reason (see ParseMove).
+func MoveOf(rec schemas.ModelRecord, alias string) (Move, bool) {
+	for i := len(rec.Moves) - 1; i >= 0; i-- {
+		if rec.Moves[i].Alias == alias {
+			return fromRecord(rec, rec.Moves[i]), true
+		}
+	}
 	if m, ok := ParseMove(rec.Reason); ok && m.Alias == alias && m.To == rec.Version {
+		m.Model = rec.Name
+		return m, true
+	}
+	return Move{}, false
+}
+
+// LastMove returns the latest move recorded in rec, of any alias (see
+// MoveOf).
+func LastMove(rec schemas.ModelRecord) (Move, bool) {
+	best := -1
+	for i, am := range rec.Moves {
+		if best < 0 || am.At >= rec.Moves[best].At {
+			best = i
+		}
+	}
+	if best >= 0 {
+		return fromRecord(rec, rec.Moves[best]), true
+	}
+	if m, ok := ParseMove(rec.Reason); ok && m.To == rec.Version {
+		m.Model = rec.Name
+		return m, true
+	}
+	return Move{}, false
+}
+
+// OwnReason reports whether rec.Reason is why the version was created:
+// false for a record written before moves existed whose reason a move
+// overwrote.
+func OwnReason(rec schemas.ModelRecord) bool {
+	m, ok := ParseMove(rec.Reason)
+	return !ok || m.To != rec.Version
+}
+
+func fromRecord(rec schemas.ModelRecord, am schemas.AliasMove) Move {
+	return Move{Action: am.Action, Model: rec.Name, Alias: am.Alias, From: am.FromVersion, To: rec.Version,
+		Previous: am.PreviousVersion, By: am.By, Why: am.Reason, At: time.UnixMilli(am.At).UTC()}
+}
+
+// previous is where a rollback of alias from rec's version goes: the
+// Previous of the move that gave it the alias, when one is recorded, else
+// its parent version (a version published with the alias, such as a
+// retrain's, replaced its parent), else 0.
+func previous(rec schemas.ModelRecord, alias string) int32 {
+	if m, ok := MoveOf(rec, alias); ok {
 		return m.Previous
 	}
 	return rec.ParentVersion
@@ -107,7 +175,7 @@ func previous(rec schemas.ModelRecord, alias string) int32 {
 type Mover interface {
 	Alias(name, alias string) (int32, bool)
 	Get(name string, version int32) (schemas.ModelRecord, bool)
-	MoveAlias(ctx context.Context, name, alias string, version int32, reason string) (schemas.ModelRecord, error)
+	MoveAlias(ctx context.Context, m Move) (schemas.ModelRecord, error)
 }
 
 var _ Mover = (*Registry)(nil)
@@ -121,26 +189,22 @@ func Promote(ctx context.Context, r Mover, model, alias string, to int32, by, wh
 	fail := func(err error) (Move, error) {
 		return Move{}, fmt.Errorf("registry: promote %s %s to v%d: %w", model, alias, to, err)
 	}
-	if err := checkMove(alias, by, why); err != nil {
+	m := Move{Action: ActionPromote, Model: model, Alias: alias, To: to, By: by, Why: why}
+	if err := checkMove(m); err != nil {
 		return fail(err)
 	}
-	if _, ok := r.Get(model, to); !ok {
+	rec, ok := r.Get(model, to)
+	if !ok {
 		return fail(ErrNoVersion)
 	}
-	from, _ := r.Alias(model, alias)
-	m := Move{Action: ActionPromote, Model: model, Alias: alias, From: from, To: to, Previous: from, By: by, Why: why}
-	if from == to {
-		m.Previous = 0
-		if rec, ok := r.Get(model, to); ok {
-			m.Previous = previous(rec, alias)
-		}
-		// MoveAlias still verifies the artifact and writes nothing.
-		if _, err := r.MoveAlias(ctx, model, alias, to, m.Reason()); err != nil {
-			return fail(err)
-		}
-		return m, nil
+	m.From, _ = r.Alias(model, alias)
+	m.Previous = m.From
+	if m.From == to {
+		m.Previous = previous(rec, alias)
 	}
-	if _, err := r.MoveAlias(ctx, model, alias, to, m.Reason()); err != nil {
+	// When From == To, MoveAlias still verifies the artifact and writes
+	// nothing.
+	if _, err := r.MoveAlias(ctx, m); err != nil {
 		return fail(err)
 	}
 	return m, nil
@@ -148,16 +212,17 @@ func Promote(ctx context.Context, r Mover, model, alias string, to int32, by, wh
 
 // Rollback points alias of model back at version to, or, when to is 0, at
 // the version that held it before the current holder gained it (see
-// [Move] Previous; for a holder that no Promote or Rollback moved there,
-// its parent version). It returns ErrNoPrevious when none is recorded.
-// The target is verified first, as Promote does. After a rollback the
-// target's Previous is its own earlier one, so repeated rollbacks walk
-// further back rather than undoing each other.
+// [Move] Previous; for a holder that no move recorded there, its parent
+// version). It returns ErrNoPrevious when none is recorded. The target is
+// verified first, as Promote does. After a rollback the target's Previous
+// is its own earlier one, so repeated rollbacks walk further back rather
+// than undoing each other.
 func Rollback(ctx context.Context, r Mover, model, alias string, to int32, by, why string) (Move, error) {
 	fail := func(err error) (Move, error) {
 		return Move{}, fmt.Errorf("registry: rollback %s %s: %w", model, alias, err)
 	}
-	if err := checkMove(alias, by, why); err != nil {
+	m := Move{Action: ActionRollback, Model: model, Alias: alias, To: to, By: by, Why: why}
+	if err := checkMove(m); err != nil {
 		return fail(err)
 	}
 	cur, ok := r.Alias(model, alias)
@@ -167,7 +232,7 @@ func Rollback(ctx context.Context, r Mover, model, alias string, to int32, by, w
 	if to == 0 {
 		rec, _ := r.Get(model, cur)
 		if to = previous(rec, alias); to == 0 {
-			return fail(fmt.Errorf("v%d: %w (it was not moved there by promote or rollback and has no parent); name the version", cur, ErrNoPrevious))
+			return fail(fmt.Errorf("v%d: %w (no move recorded the holder before it and it has no parent); name the version", cur, ErrNoPrevious))
 		}
 	}
 	if to == cur {
@@ -177,26 +242,28 @@ func Rollback(ctx context.Context, r Mover, model, alias string, to int32, by, w
 	if !ok {
 		return fail(fmt.Errorf("v%d: %w", to, ErrNoVersion))
 	}
-	m := Move{Action: ActionRollback, Model: model, Alias: alias, From: cur, To: to, Previous: previous(target, alias), By: by, Why: why}
+	m.From, m.To, m.Previous = cur, to, previous(target, alias)
 	if m.Previous == to || m.Previous == cur {
 		// A record that points at itself or back at what is rolled
 		// away from is no way back.
 		m.Previous = 0
 	}
-	if _, err := r.MoveAlias(ctx, model, alias, to, m.Reason()); err != nil {
+	if _, err := r.MoveAlias(ctx, m); err != nil {
 		return fail(err)
 	}
 	return m, nil
 }
 
 // checkMove refuses a move that could not be recorded readably.
-func checkMove(alias, by, why string) error {
+func checkMove(m Move) error {
 	switch {
-	case alias == "" || strings.ContainsAny(alias, " \t\n"):
-		return fmt.Errorf("alias %q: one word", alias)
-	case by == "" || strings.ContainsAny(by, ":()\n"):
-		return fmt.Errorf("by %q: say who (no ':', '(', ')' or newline)", by)
-	case strings.TrimSpace(why) == "":
+	case m.Action != ActionPromote && m.Action != ActionRollback:
+		return fmt.Errorf("action %q: %s or %s", m.Action, ActionPromote, ActionRollback)
+	case m.Alias == "" || strings.ContainsAny(m.Alias, " \t\n"):
+		return fmt.Errorf("alias %q: one word", m.Alias)
+	case strings.TrimSpace(m.By) == "" || strings.Contains(m.By, "\n"):
+		return fmt.Errorf("by %q: say who, on one line", m.By)
+	case strings.TrimSpace(m.Why) == "":
 		return errors.New("a reason is required")
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -12,8 +13,9 @@ import (
 	"github.com/weirhq/weir/scoring/model"
 )
 
-// TestMoveReason: every Move renders to a Reason that ParseMove reads back
-// to the same Move, and reasons not written by Move.Reason do not parse.
+// TestMoveReason: every Move renders to a text that ParseMove reads back
+// to the same Move (records written before moves had a field hold it in
+// their reason), and reasons not written by Move.String do not parse.
 func TestMoveReason(t *testing.T) {
 	for _, c := range []struct {
 		m    Move
@@ -30,8 +32,8 @@ func TestMoveReason(t *testing.T) {
 		{Move{Action: ActionPromote, Alias: "champion", From: 4, To: 4, Previous: 1, By: "bob", Why: "again"},
 			"promote champion v4->v4 by bob (previous v1): again"},
 	} {
-		if got := c.m.Reason(); got != c.want {
-			t.Errorf("Reason() = %q, want %q", got, c.want)
+		if got := c.m.String(); got != c.want {
+			t.Errorf("String() = %q, want %q", got, c.want)
 		}
 		back, ok := ParseMove(c.want)
 		if !ok || back != c.m {
@@ -51,10 +53,11 @@ func TestMoveReason(t *testing.T) {
 
 // TestPromoteRollback walks a champion through promotes and rollbacks on
 // Kafka: each moves the alias (the serving champion follows), records
-// who and why in the target's reason, refuses a tampered target without
-// moving, and rollbacks walk back through the recorded holders rather
-// than undoing each other. History then reads the same timeline from the
-// topic, and a second registry replaying it agrees.
+// the move (who, why, from, previous) in the target's moves and leaves
+// its own reason alone, refuses a tampered target or a stale From
+// without moving, and rollbacks walk back through the recorded holders
+// rather than undoing each other. History then reads the same timeline
+// from the topic, and a second registry replaying it agrees.
 func TestPromoteRollback(t *testing.T) {
 	f := newFixture(t)
 	r := f.start(t)
@@ -85,8 +88,18 @@ func TestPromoteRollback(t *testing.T) {
 			t.Fatalf("%s: serving v%d, want v%d", what, c, to)
 		}
 		rec, _ := r.Get("fraud", to)
-		if rec.Reason != got.Reason() || !strings.Contains(rec.Reason, "by alice") {
-			t.Fatalf("%s: v%d reason %q, want %q", what, to, rec.Reason, got.Reason())
+		if want := "v" + string(rune('0'+to)); rec.Reason != want {
+			t.Fatalf("%s: v%d reason %q, want its own %q kept", what, to, rec.Reason, want)
+		}
+		rm, ok := MoveOf(rec, Champion)
+		if !ok || rm.At.IsZero() || rm.At.After(time.Now()) || rm.Model != "fraud" {
+			t.Fatalf("%s: v%d records move %+v (%v)", what, to, rm, ok)
+		}
+		if rm.At = (time.Time{}); rm != got {
+			t.Fatalf("%s: v%d records move %+v, want %+v", what, to, rm, got)
+		}
+		if last, _ := LastMove(rec); last.String() != got.String() {
+			t.Fatalf("%s: v%d last move %q, want %q", what, to, last, got)
 		}
 	}
 	m, err := Promote(ctx, r, "fraud", Champion, 2, "alice", "better AUC")
@@ -104,7 +117,15 @@ func TestPromoteRollback(t *testing.T) {
 		{"tampered", func() error { _, err := Promote(ctx, r, "fraud", Champion, 4, "alice", "x"); return err }(), ErrChecksum, "v4"},
 		{"missing", func() error { _, err := Promote(ctx, r, "fraud", Champion, 9, "alice", "x"); return err }(), ErrNoVersion, "v9"},
 		{"no reason", func() error { _, err := Promote(ctx, r, "fraud", Champion, 2, "alice", " "); return err }(), nil, "a reason is required"},
-		{"bad by", func() error { _, err := Promote(ctx, r, "fraud", Champion, 2, "a:b", "x"); return err }(), nil, "by"},
+		{"no by", func() error { _, err := Promote(ctx, r, "fraud", Champion, 2, " ", "x"); return err }(), nil, "by"},
+		{"stale from", func() error {
+			_, err := r.MoveAlias(ctx, Move{Action: ActionPromote, Model: "fraud", Alias: Champion, From: 2, To: 1, Previous: 2, By: "alice", Why: "x"})
+			return err
+		}(), ErrAliasMoved, "v3 holds it, not v2"},
+		{"bad action", func() error {
+			_, err := r.MoveAlias(ctx, Move{Action: "demote", Model: "fraud", Alias: Champion, From: 3, To: 1, By: "alice", Why: "x"})
+			return err
+		}(), nil, "action"},
 		{"rollback to holder", func() error { _, err := Rollback(ctx, r, "fraud", Champion, 3, "alice", "x"); return err }(), nil, "already holds"},
 		{"rollback to tampered", func() error { _, err := Rollback(ctx, r, "fraud", Champion, 4, "alice", "x"); return err }(), ErrChecksum, "v4"},
 	} {
@@ -165,7 +186,8 @@ func TestPromoteRollback(t *testing.T) {
 
 // TestHistoryCompacted: after compaction only each version's latest
 // record is left; History still names the move that gave the holder its
-// alias, and a tombstone of the holder releases it.
+// alias (recorded in its moves, or in its reason by a writer from before
+// moves existed), and a tombstone of the holder releases it.
 func TestHistoryCompacted(t *testing.T) {
 	rec := func(v int32, reason string, aliases ...string) TopicRecord {
 		return TopicRecord{Key: Key("fraud", v), Record: &schemas.ModelRecord{Name: "fraud", Version: v, Reason: reason, CreatedBy: "trainer", Aliases: aliases}}
@@ -176,6 +198,11 @@ func TestHistoryCompacted(t *testing.T) {
 		rec(3, "promote champion v2->v3 by carol: fix", Champion),
 		{Key: Key("other", 1), Record: &schemas.ModelRecord{Name: "other", Version: 1, Aliases: []string{Champion}}},
 		rec(4, "shadow it", "shadow"),
+		{Key: Key("fraud", 5), Record: &schemas.ModelRecord{Name: "fraud", Version: 5, Reason: "its own", CreatedBy: "trainer", Aliases: []string{"shadow"},
+			Moves: []schemas.AliasMove{
+				{Alias: Champion, Action: ActionRollback, FromVersion: 6, By: "erin", Reason: "an older move", At: 1},
+				{Alias: "shadow", Action: ActionPromote, FromVersion: 4, PreviousVersion: 4, By: "dave", Reason: "better", At: 2},
+			}}},
 		{Key: Key("fraud", 3)}, // tombstone
 	}
 	for i := range recs {
@@ -188,6 +215,7 @@ func TestHistoryCompacted(t *testing.T) {
 	want := []string{
 		"champion v2 v3 promote carol fix",
 		"shadow none v4 publish trainer shadow it",
+		"shadow v4 v5 promote dave better",
 		"champion v3 none release  ",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {

@@ -105,20 +105,25 @@ func (r *Registry) Publish(ctx context.Context, rec schemas.ModelRecord, artifac
 	return rec, nil
 }
 
-// MoveAlias points alias at version of model name: it verifies the target's
-// artifact (refusing to move to one that would not load), produces the
-// target's record with the alias added and Reason set to reason, then the
-// previous holder's record with the alias removed. Moving an alias to the
-// version that holds it, when its artifact verifies, changes nothing. It returns the target's record as
-// written and once Run has read it back.
+// MoveAlias makes move m: it points alias m.Alias of model m.Model at
+// version m.To, and is the one way an alias moves (Promote and Rollback
+// decide m; call those). It verifies the target's artifact (refusing to
+// move to one that would not load) and that m.From still holds the alias
+// (0: none; else ErrAliasMoved), then produces the target's record with
+// the alias added and m recorded in its Moves (replacing the entry of the
+// same alias; m.At is set to now), then the previous holder's record with
+// the alias removed. The records' own Reason is left as it is. When m.To
+// already holds the alias and its artifact verifies, it writes nothing.
+// It returns the target's record as written and once Run has read it
+// back.
 //
 // MoveAlias needs Run to be running.
-func (r *Registry) MoveAlias(ctx context.Context, name, alias string, version int32, reason string) (schemas.ModelRecord, error) {
+func (r *Registry) MoveAlias(ctx context.Context, m Move) (schemas.ModelRecord, error) {
 	fail := func(err error) (schemas.ModelRecord, error) {
-		return schemas.ModelRecord{}, fmt.Errorf("registry: move %s alias %q to v%d: %w", name, alias, version, err)
+		return schemas.ModelRecord{}, fmt.Errorf("registry: move %s alias %q to v%d: %w", m.Model, m.Alias, m.To, err)
 	}
-	if alias == "" {
-		return fail(errors.New("empty alias"))
+	if err := checkMove(m); err != nil {
+		return fail(err)
 	}
 	if err := r.WaitReady(ctx); err != nil {
 		return fail(err)
@@ -126,23 +131,29 @@ func (r *Registry) MoveAlias(ctx context.Context, name, alias string, version in
 	r.pubMu.Lock()
 	defer r.pubMu.Unlock()
 
-	ms := r.snap.Load().model(name)
-	target, ok := ms.get(version)
+	ms := r.snap.Load().model(m.Model)
+	target, ok := ms.get(m.To)
 	if !ok {
 		return fail(ErrNoVersion)
 	}
 	if _, _, err := r.verify(target); err != nil {
 		return fail(err)
 	}
-	if v, ok := ms.aliases[alias]; ok && v == version {
+	holder := ms.aliases[m.Alias] // 0: none (ms is not nil: it has target)
+	if holder != m.From {
+		return fail(fmt.Errorf("%w: %s holds it, not %s", ErrAliasMoved, vname(holder), vname(m.From)))
+	}
+	if holder == m.To {
 		return target, nil
 	}
 	target = clone(target)
-	if !slices.Contains(target.Aliases, alias) {
-		target.Aliases = append(target.Aliases, alias)
+	if !slices.Contains(target.Aliases, m.Alias) {
+		target.Aliases = append(target.Aliases, m.Alias)
 	}
-	target.Reason = reason
-	out := append([]schemas.ModelRecord{target}, r.releases(ms, version, []string{alias})...)
+	m.At = r.now()
+	target.Moves = slices.DeleteFunc(target.Moves, func(am schemas.AliasMove) bool { return am.Alias == m.Alias })
+	target.Moves = append(target.Moves, m.record())
+	out := append([]schemas.ModelRecord{target}, r.releases(ms, m.To, []string{m.Alias})...)
 	if err := r.produce(ctx, out); err != nil {
 		return fail(err)
 	}
@@ -194,6 +205,7 @@ func clone(rec schemas.ModelRecord) schemas.ModelRecord {
 	rec.Views = slices.Clone(rec.Views)
 	rec.Aliases = slices.Clone(rec.Aliases)
 	rec.Metrics = maps.Clone(rec.Metrics)
+	rec.Moves = slices.Clone(rec.Moves)
 	normalize(&rec)
 	return rec
 }
@@ -211,5 +223,8 @@ func normalize(rec *schemas.ModelRecord) {
 	}
 	if rec.Metrics == nil {
 		rec.Metrics = map[string]float64{}
+	}
+	if rec.Moves == nil {
+		rec.Moves = []schemas.AliasMove{}
 	}
 }

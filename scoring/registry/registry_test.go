@@ -276,16 +276,16 @@ func TestRegistryLifecycle(t *testing.T) {
 	}
 
 	// Moving the alias to v3 explicitly is refused too.
-	if _, err := r.MoveAlias(ctx, "fraud", Champion, 3, "promote tampered"); !errors.Is(err, ErrChecksum) {
+	if _, err := Promote(ctx, r, "fraud", Champion, 3, "test", "promote tampered"); !errors.Is(err, ErrChecksum) {
 		t.Fatalf("MoveAlias to a tampered version: err = %v", err)
 	}
 
 	// Rollback to v1.
-	back, err := r.MoveAlias(ctx, "fraud", Champion, 1, "rollback: v2 degraded")
-	if err != nil {
+	if _, err := Rollback(ctx, r, "fraud", Champion, 1, "oncall", "v2 degraded"); err != nil {
 		t.Fatal(err)
 	}
-	if back.Reason != "rollback: v2 degraded" || back.CreatedBy != "bootstrap" {
+	back, _ := r.Get("fraud", 1)
+	if m, ok := MoveOf(back, Champion); back.Reason != "first" || back.CreatedBy != "bootstrap" || !ok || m.From != 3 || m.Why != "v2 degraded" {
 		t.Fatalf("rollback record %+v", back)
 	}
 	if got := champion(t, r); got != 1 {
@@ -310,7 +310,7 @@ func TestRegistryLifecycle(t *testing.T) {
 	for i, want := range []struct {
 		by, reason string
 		parent     int32
-	}{{"bootstrap", "rollback: v2 degraded", 0}, {"retrain", "drift", 1}, {"attacker", "tampered", 2}} {
+	}{{"bootstrap", "first", 0}, {"retrain", "drift", 1}, {"attacker", "tampered", 2}} {
 		if rec := list[i]; rec.Version != int32(i+1) || rec.CreatedBy != want.by || rec.Reason != want.reason || rec.ParentVersion != want.parent {
 			t.Errorf("List[%d] = v%d by %q reason %q parent %d", i, rec.Version, rec.CreatedBy, rec.Reason, rec.ParentVersion)
 		}
@@ -574,7 +574,7 @@ func TestServingAliases(t *testing.T) {
 	}
 
 	// blue on the champion's version shares its loaded model.
-	if _, err := r.MoveAlias(ctx, "fraud", "blue", 1, "ab"); err != nil {
+	if _, err := Promote(ctx, r, "fraud", "blue", 1, "test", "ab"); err != nil {
 		t.Fatal(err)
 	}
 	c, _ := r.Serving("fraud", Champion)
