@@ -246,8 +246,9 @@ func whoAmI() string {
 // move the alias in the registry directly (registry.Promote and
 // registry.Rollback), not through the commands topic, so that the change
 // is made, verified and visible when the command returns, whether or not
-// a trainer runs; the record of the version that gains the alias names
-// the move, who made it and why.
+// a trainer runs (whose PROMOTE and ROLLBACK commands call the same
+// functions); the record of the version that gains the alias records the
+// move, who made it and why, beside its own reason.
 func cmdModelsMove(ctx context.Context, action string, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("models "+action, flag.ContinueOnError)
 	var c common
@@ -470,14 +471,20 @@ func cmdModelsShow(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// An alias move overwrites the record's reason with the move's; the
-	// version's first record on the topic, when not compacted away,
-	// still has the reason it was created for.
-	created := ""
-	for _, tr := range recs {
-		if tr.Record != nil && tr.Record.Name == name && tr.Record.Version == version {
-			created = tr.Record.Reason
-			break
+	// The record's reason is why the version was created, except in a
+	// record written before moves had their own field, whose reason a
+	// move overwrote: the version's first record on the topic, when not
+	// compacted away, still has it.
+	created := rec.Reason
+	if !registry.OwnReason(rec) {
+		created = "(compacted away)"
+		for _, tr := range recs {
+			if tr.Record != nil && tr.Record.Name == name && tr.Record.Version == version {
+				if registry.OwnReason(*tr.Record) {
+					created = tr.Record.Reason
+				}
+				break
+			}
 		}
 	}
 	serving := int32(0)
@@ -487,6 +494,7 @@ func cmdModelsShow(ctx context.Context, args []string, stdout io.Writer) error {
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
+		// The record's JSON names are its Avro field names.
 		return enc.Encode(struct {
 			Record  schemas.ModelRecord `json:"record"`
 			Serving int32               `json:"serving_version"`
@@ -509,14 +517,12 @@ func cmdModelsShow(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintf(tw, "  signature\t%s\n", sig)
 	fmt.Fprintf(tw, "  created\t%s by %s\n", time.UnixMilli(rec.CreatedAt).UTC().Format(time.RFC3339), dash(rec.CreatedBy))
 	fmt.Fprintf(tw, "  parent\t%s\n", vOrNone(rec.ParentVersion))
-	if _, moved := registry.ParseMove(rec.Reason); moved {
-		if created == rec.Reason {
-			created = "(compacted away)"
+	fmt.Fprintf(tw, "  reason\t%s\n", dash(created))
+	if m, ok := registry.LastMove(rec); ok {
+		fmt.Fprintf(tw, "  last move\t%s\n", m)
+		if !m.At.IsZero() {
+			fmt.Fprintf(tw, "  moved at\t%s\n", m.At.UTC().Format(time.RFC3339))
 		}
-		fmt.Fprintf(tw, "  reason\t%s\n", dash(created))
-		fmt.Fprintf(tw, "  last move\t%s\n", rec.Reason)
-	} else {
-		fmt.Fprintf(tw, "  reason\t%s\n", dash(rec.Reason))
 	}
 	names := make([]string, 0, len(rec.Metrics))
 	for k := range rec.Metrics {

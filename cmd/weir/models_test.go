@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/weirhq/weir/internal/testenv"
+	"github.com/weirhq/weir/schemas"
 	sr "github.com/weirhq/weir/schemas/registry"
 	"github.com/weirhq/weir/scoring/registry"
 )
@@ -163,23 +165,67 @@ func TestModelsPromoteRollback(t *testing.T) {
 		}
 		return out
 	}
+	// showJSON reads a version (the champion when none is named) back in
+	// a fresh process: show -json, whose record's keys must be the Avro
+	// field names of model_record.avsc (snake_case), no Go field names.
+	var avroFields []string
+	{
+		var sch struct {
+			Fields []struct {
+				Name string `json:"name"`
+			} `json:"fields"`
+		}
+		if err := json.Unmarshal([]byte(schemas.MustParse(schemas.ModelRecordSchema).Text), &sch); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range sch.Fields {
+			avroFields = append(avroFields, f.Name)
+		}
+	}
+	type shownMove struct {
+		Alias           string `json:"alias"`
+		Action          string `json:"action"`
+		FromVersion     int32  `json:"from_version"`
+		PreviousVersion int32  `json:"previous_version"`
+		By              string `json:"by"`
+		Reason          string `json:"reason"`
+		At              int64  `json:"at"`
+	}
+	type shownRecord struct {
+		Version int32       `json:"version"`
+		Aliases []string    `json:"aliases"`
+		Reason  string      `json:"reason"`
+		Moves   []shownMove `json:"moves"`
+	}
+	showJSON := func(args ...string) (shownRecord, int32) {
+		t.Helper()
+		var shown struct {
+			Record  map[string]json.RawMessage `json:"record"`
+			Serving int32                      `json:"serving_version"`
+		}
+		out := must(append([]string{"show", "fraud", "-json"}, args...)...)
+		if err := json.Unmarshal([]byte(out), &shown); err != nil {
+			t.Fatal(err)
+		}
+		keys := slices.Sorted(maps.Keys(shown.Record))
+		if want := slices.Sorted(slices.Values(avroFields)); !slices.Equal(keys, want) {
+			t.Fatalf("show -json record keys %v, want the Avro field names %v:\n%s", keys, want, out)
+		}
+		b, _ := json.Marshal(shown.Record)
+		var rec shownRecord
+		if err := json.Unmarshal(b, &rec); err != nil {
+			t.Fatal(err)
+		}
+		return rec, shown.Serving
+	}
 	// champion reads the champion alias back in a fresh process.
 	champion := func() int32 {
 		t.Helper()
-		var shown struct {
-			Record struct {
-				Version int32
-				Aliases []string
-			} `json:"record"`
-			Serving int32 `json:"serving_version"`
+		rec, serving := showJSON()
+		if !slices.Contains(rec.Aliases, "champion") || serving != rec.Version {
+			t.Fatalf("show: champion record %+v, serving v%d", rec, serving)
 		}
-		if err := json.Unmarshal([]byte(must("show", "fraud", "-json")), &shown); err != nil {
-			t.Fatal(err)
-		}
-		if !slices.Contains(shown.Record.Aliases, "champion") || shown.Serving != shown.Record.Version {
-			t.Fatalf("show: champion record %+v, serving v%d", shown.Record, shown.Serving)
-		}
-		return shown.Record.Version
+		return rec.Version
 	}
 	xgb := "../../scoring/model/testdata/xgboost/"
 	feats := "card.f0,card.f1,card.f2,card.f3,card.f4,card.f5"
@@ -252,8 +298,27 @@ func TestModelsPromoteRollback(t *testing.T) {
 
 	out = must("show", "fraud")
 	t.Logf("weir models show fraud:\n%s", out)
-	if !regexp.MustCompile(`reason +fourth\n`).MatchString(out) || !regexp.MustCompile(`last move +rollback champion v1->v4 by carol \(previous v2\): v4 was fine`).MatchString(out) {
+	if !regexp.MustCompile(`reason +fourth\n`).MatchString(out) || !regexp.MustCompile(`last move +rollback champion v1->v4 by carol \(previous v2\): v4 was fine\n +moved at +20\d\d-`).MatchString(out) {
 		t.Fatalf("show does not give v4's own reason and its last move:\n%s", out)
+	}
+	// The record itself keeps each version's own reason and the last move
+	// of each alias it gained.
+	for _, c := range []struct {
+		version, reason string
+		move            shownMove
+	}{
+		{"4", "fourth", shownMove{Alias: "champion", Action: "rollback", FromVersion: 1, PreviousVersion: 2, By: "carol", Reason: "v4 was fine"}},
+		{"2", "second", shownMove{Alias: "champion", Action: "rollback", FromVersion: 4, PreviousVersion: 1, By: "carol", Reason: "v4 scores drifted"}},
+		{"1", "first", shownMove{Alias: "champion", Action: "rollback", FromVersion: 2, By: "carol", Reason: "v2 too"}},
+	} {
+		rec, _ := showJSON(c.version)
+		if len(rec.Moves) != 1 || rec.Moves[0].At < time.Now().Add(-time.Hour).UnixMilli() {
+			t.Fatalf("show v%s: moves %+v", c.version, rec.Moves)
+		}
+		rec.Moves[0].At = 0
+		if rec.Reason != c.reason || rec.Moves[0] != c.move {
+			t.Fatalf("show v%s: reason %q moves %+v, want %q and %+v", c.version, rec.Reason, rec.Moves, c.reason, c.move)
+		}
 	}
 	out = must("history", "fraud")
 	var got []string
