@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,9 +37,102 @@ import (
 // set exactly when that age exceeds max_age, and unseen merchants' features
 // must be logged as missing with their defaults and counted.
 func TestScorerReadsOtherEntities(t *testing.T) {
+	p := startLookupPipeline(t, "")
+	p.phase1(t)
+	phase2 := p.phase2()
+	p.produce(t, phase2)
+	p.check(t, p.predictions(t, len(p.phase1Txs)+len(phase2)), phase2)
+	// Counted: every missing merchant feature logged (phase 1's events may
+	// be scored before their merchant's row reached Redis), every stale one.
+	var missing, stale int
+	for _, pr := range p.preds {
+		for _, f := range pr.Features {
+			if f.AgeMs == -1 && f.Name == "merchant_activity.txn_count_1h" {
+				missing++
+			}
+			if f.Stale && f.Name == "merchant_activity.txn_count_1h" {
+				stale++
+			}
+		}
+	}
+	for _, c := range []struct {
+		metric, feature string
+		atLeast         int
+	}{
+		{"weir_scoring_missing_features_total", "merchant_activity.txn_count_1h", missing},
+		{"weir_scoring_stale_features_total", "merchant_activity.txn_count_1h", stale},
+	} {
+		if got := counterOf(t, p.env.Metrics, c.metric, c.feature); got < float64(c.atLeast) || c.atLeast < 2 {
+			t.Errorf("%s{feature=%q} = %v, want at least %d (logged in the predictions; 2 or more)", c.metric, c.feature, got, c.atLeast)
+		}
+	}
+}
+
+// TestScorerRedisOutage cuts the scorer's connection to Redis (a TCP
+// proxy in front of the real server) while the second phase's events
+// arrive: none may be scored while Redis is unreachable (the failed reads
+// abort the transactions, counted), and once it is back every event has
+// exactly one prediction, with the merchant features Redis holds.
+func TestScorerRedisOutage(t *testing.T) {
+	px := newProxy(t, testenv.RedisAddr(t))
+	p := startLookupPipeline(t, px.addr())
+	p.phase1(t)
+	p.predictions(t, len(p.phase1Txs))
+	px.setDown(true)
+	phase2 := p.phase2()
+	p.produce(t, phase2)
+	// The processor reads the events and fails their lookups, again and
+	// again, without committing a prediction of them.
+	deadline := time.Now().Add(time.Minute)
+	for counterOf(t, p.env.Metrics, "weir_scoring_lookup_errors_total", "") < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("no failed Redis reads counted after a minute of outage")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := len(p.predictions(t, 0)); n != len(p.phase1Txs) {
+		t.Fatalf("%d predictions committed during the outage, want the %d of phase 1", n, len(p.phase1Txs))
+	}
+	failed := counterOf(t, p.env.Metrics, "weir_scoring_lookup_errors_total", "")
+	px.setDown(false)
+	start := time.Now()
+	p.check(t, p.predictions(t, len(p.phase1Txs)+len(phase2)), phase2)
+	t.Logf("%v failed Redis reads during the outage; every event scored once %s after it ended", failed, time.Since(start).Round(time.Millisecond))
+}
+
+// lookupPipeline is the processor and materializer roles of a card model
+// that reads a merchant view, on real Kafka, Redis and ClickHouse.
+type lookupPipeline struct {
+	cfg        *config.Config
+	env        *roles.Env
+	store      *online.Store // the real Redis
+	produce    func(t *testing.T, txs []schemas.Transaction)
+	p2         int64 // phase 2's event time
+	maxAge     time.Duration
+	phase1Txs  []schemas.Transaction
+	oracle     map[string]merchantWant // by merchant, after phase 1
+	redisRows  map[string]merchantWant // what Redis held before phase 2
+	preds      []schemas.Prediction
+	predsSeen  map[string]bool
+	predClient *kgo.Client
+	predSerde  *schemas.Serde
+}
+
+type merchantWant struct {
+	count, sum float64
+	at         int64
+}
+
+// startLookupPipeline starts the roles with the scorer's and
+// materializers' Redis at redisAddr (the real one when "").
+func startLookupPipeline(t *testing.T, redisAddr string) *lookupPipeline {
+	t.Helper()
 	ctx := context.Background()
 	seeds := testenv.RealKafka(t)
 	rdb, prefix := testenv.Redis(t)
+	if redisAddr == "" {
+		redisAddr = testenv.RedisAddr(t)
+	}
 	_, db := testenv.ClickHouse(t)
 	cfg, err := config.Load("../../deploy/demo/weir.yaml", func(string) string { return "" })
 	if err != nil {
@@ -52,7 +146,7 @@ func TestScorerReadsOtherEntities(t *testing.T) {
 	cfg.Sources[0].Topic = testenv.Name("payments")
 	cfg.Labels.Topic = testenv.Name("labels")
 	cfg.Monitors, cfg.Retrain = nil, nil
-	cfg.Redis.Addr = testenv.RedisAddr(t)
+	cfg.Redis.Addr = redisAddr
 	cfg.Redis.KeyPrefix = prefix
 	cfg.ClickHouse.Addr = testenv.ClickHouseAddr(t)
 	cfg.ClickHouse.Database = db
@@ -79,7 +173,7 @@ func TestScorerReadsOtherEntities(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer env.Close()
+	t.Cleanup(env.Close)
 	if err := env.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -100,16 +194,16 @@ func TestScorerReadsOtherEntities(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer plan.Close()
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- roles.RunAll(rctx, plan.Runners) }()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
-	}()
+		plan.Close()
+	})
 
 	txn, err := env.Serde(ctx, cfg.Sources[0].Topic, schemas.TransactionSchema)
 	if err != nil {
@@ -119,8 +213,8 @@ func TestScorerReadsOtherEntities(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
-	produce := func(txs []schemas.Transaction) {
+	t.Cleanup(cl.Close)
+	produce := func(t *testing.T, txs []schemas.Transaction) {
 		t.Helper()
 		var recs []*kgo.Record
 		for i := range txs {
@@ -135,11 +229,27 @@ func TestScorerReadsOtherEntities(t *testing.T) {
 		}
 	}
 
-	// Phase 1: 5 events for each of 10 merchants, 2 to 6 per card. Merchants
-	// m0-m4 end 1h50m before phase 2 (stale by max_age 30m), m5-m9 10
-	// minutes before (fresh).
-	base := time.Now().Add(-3 * time.Hour).Truncate(time.Minute)
-	p2 := base.Add(2 * time.Hour).UnixMilli()
+	predSerde, err := env.Serde(ctx, cfg.PredictionsTopic(m.Name), schemas.PredictionSchema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcl, err := env.Client(kgo.ConsumeTopics(cfg.PredictionsTopic(m.Name)), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pcl.Close)
+	return &lookupPipeline{cfg: cfg, env: env, store: online.New(rdb, prefix, cfg.Views), produce: produce, maxAge: maxAge,
+		p2: time.Now().Add(-time.Hour).Truncate(time.Minute).UnixMilli(), predClient: pcl, predSerde: predSerde, predsSeen: map[string]bool{}}
+}
+
+// phase1 produces 5 events for each of 10 merchants, 2 to 6 per card,
+// and waits until Redis holds every merchant's row as of its last event,
+// equal to a recomputation. Merchants m0-m4 end 1h50m before phase 2
+// (stale by max_age 30m), m5-m9 10 minutes before (fresh).
+func (p *lookupPipeline) phase1(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	base := time.UnixMilli(p.p2).Add(-2 * time.Hour)
 	type mev struct {
 		time   int64
 		amount float64
@@ -160,14 +270,12 @@ func TestScorerReadsOtherEntities(t *testing.T) {
 	}
 	// In event time order, so that no card event is late.
 	slices.SortFunc(phase1, func(a, b schemas.Transaction) int { return int(a.EventTime - b.EventTime) })
-	produce(phase1)
+	p.produce(t, phase1)
+	p.phase1Txs = phase1
 
 	// The oracle: each merchant's sliding 1h count and sum as of its last
 	// event, recomputed from the events produced.
-	type want struct {
-		count, sum float64
-		at         int64
-	}
+	type want = merchantWant
 	oracle := map[string]want{}
 	for mid, evs := range byMerchant {
 		last := slices.MaxFunc(evs, func(a, b mev) int { return int(a.time - b.time) }).time
@@ -181,8 +289,8 @@ func TestScorerReadsOtherEntities(t *testing.T) {
 		oracle[mid] = w
 	}
 	// Wait until Redis holds every merchant's row as of its last event.
-	view, _ := cfg.View("merchant_activity")
-	store := online.New(rdb, prefix, cfg.Views)
+	view, _ := p.cfg.View("merchant_activity")
+	store := p.store
 	redisRows := map[string]want{}
 	deadline := time.Now().Add(2 * time.Minute)
 	for len(redisRows) < len(oracle) {
@@ -206,78 +314,170 @@ func TestScorerReadsOtherEntities(t *testing.T) {
 		}
 	}
 
-	// Phase 2: one event per merchant, on a card of its own, and two
-	// events of merchants never seen.
+	p.oracle, p.redisRows = oracle, redisRows
+}
+
+// phase2 is one event per merchant, on a card of its own, and two events
+// of merchants never seen.
+func (p *lookupPipeline) phase2() []schemas.Transaction {
 	var phase2 []schemas.Transaction
 	for i := range 12 {
 		phase2 = append(phase2, schemas.Transaction{TxnID: fmt.Sprintf("p2-%d", i), CardID: fmt.Sprintf("n%d", i), MerchantID: fmt.Sprintf("m%d", i),
-			Amount: float64(100 + i), Currency: "GBP", Country: "GB", DeviceID: "d", EventTime: p2 + int64(i)})
+			Amount: float64(100 + i), Currency: "GBP", Country: "GB", DeviceID: "d", EventTime: p.p2 + int64(i)})
 	}
-	produce(phase2)
+	return phase2
+}
 
-	preds := consumePredictions(t, env, cfg.PredictionsTopic(m.Name), len(phase1)+len(phase2))
-	var missing, stale, staleWant int
-	for _, p := range preds {
-		for _, f := range p.Features {
-			if f.AgeMs == -1 && f.Name == "merchant_activity.txn_count_1h" {
-				missing++
-			}
-			if f.Stale {
-				stale++
-			}
-		}
-		if p.EventTime < p2 {
+// check checks phase 2's predictions: own card features from the event,
+// merchant features equal to Redis before the phase and to the
+// recomputation, ages and stale flags exact, unseen merchants' features
+// missing with their defaults.
+func (p *lookupPipeline) check(t *testing.T, preds []schemas.Prediction, phase2 []schemas.Transaction) {
+	t.Helper()
+	var staleWant, n int
+	for _, pr := range preds {
+		if pr.EventTime < p.p2 {
 			continue
 		}
+		n++
 		var tx schemas.Transaction
 		for _, x := range phase2 {
-			if x.TxnID == p.PredictionID {
+			if x.TxnID == pr.PredictionID {
 				tx = x
 			}
 		}
-		if tx.TxnID == "" || p.ModelVersion != 1 || len(p.Features) != 4 {
-			t.Fatalf("prediction %+v", p)
+		if tx.TxnID == "" || pr.ModelVersion != 1 || len(pr.Features) != 4 {
+			t.Fatalf("prediction %+v", pr)
 		}
-		f := p.Features
+		f := pr.Features
 		if f[0].Value != 1 || f[0].AgeMs != 0 || f[2].Value != tx.Amount || f[2].AgeMs != 0 || f[0].Stale || f[2].Stale {
 			t.Fatalf("%s: own card features %+v, want count 1 and amount %v at age 0", tx.TxnID, f, tx.Amount)
 		}
-		w, seen := oracle[tx.MerchantID]
+		w, seen := p.oracle[tx.MerchantID]
 		if !seen {
 			if f[1] != (schemas.UsedFeature{Name: f[1].Name, Value: -1, AgeMs: -1}) || f[3] != (schemas.UsedFeature{Name: f[3].Name, Value: -2, AgeMs: -1}) {
 				t.Fatalf("%s of unseen merchant %s: %+v, want the defaults, age -1", tx.TxnID, tx.MerchantID, f)
 			}
 			continue
 		}
-		age := p.EventTime - w.at
-		isStale := age > maxAge.Milliseconds()
+		age := pr.EventTime - w.at
+		isStale := age > p.maxAge.Milliseconds()
 		if isStale {
 			staleWant += 2
 		}
-		r := redisRows[tx.MerchantID]
+		r := p.redisRows[tx.MerchantID]
 		if f[1].Value != w.count || f[1].Value != r.count || math.Abs(f[3].Value-w.sum) > 1e-9 || f[3].Value != r.sum ||
 			f[1].AgeMs != age || f[3].AgeMs != age || f[1].Stale != isStale || f[3].Stale != isStale {
 			t.Fatalf("%s of merchant %s: %+v; recomputed count %v sum %v at age %d (stale %v), Redis %+v", tx.TxnID, tx.MerchantID, f, w.count, w.sum, age, isStale, r)
 		}
 	}
+	if n != len(phase2) {
+		t.Fatalf("%d phase 2 predictions, want %d", n, len(phase2))
+	}
 	if staleWant != 10 {
 		t.Fatalf("%d stale merchant features in phase 2, want 10 (m0-m4)", staleWant)
 	}
-	// Counted: every missing merchant feature logged (phase 1's events may
-	// be scored before their merchant's row reached Redis), every stale one.
-	for _, c := range []struct {
-		metric, feature string
-		atLeast         int
-	}{
-		{"weir_scoring_missing_features_total", "merchant_activity.txn_count_1h", missing},
-		{"weir_scoring_stale_features_total", "merchant_activity.txn_count_1h", stale / 2},
-	} {
-		if got := counterOf(t, env.Metrics, c.metric, c.feature); got < float64(c.atLeast) || c.atLeast < 2 {
-			t.Errorf("%s{feature=%q} = %v, want at least %d (logged in the predictions; 2 or more)", c.metric, c.feature, got, c.atLeast)
+}
+
+// predictions reads the predictions topic (read_committed) until it has
+// read want in all (0: what one poll of a second finds) and returns all
+// read so far; it fails on a duplicate prediction id.
+func (p *lookupPipeline) predictions(t *testing.T, want int) []schemas.Prediction {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(2 * time.Minute)
+	for first := true; first || len(p.preds) < want; first = false {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d predictions after 2 minutes", len(p.preds), want)
 		}
+		fctx, cancel := context.WithTimeout(ctx, time.Second)
+		fs := p.predClient.PollFetches(fctx)
+		cancel()
+		fs.EachRecord(func(r *kgo.Record) {
+			var pr schemas.Prediction
+			if err := p.predSerde.Decode(ctx, r.Value, &pr); err != nil {
+				t.Fatal(err)
+			}
+			if p.predsSeen[pr.PredictionID] {
+				t.Fatalf("prediction %s twice", pr.PredictionID)
+			}
+			p.predsSeen[pr.PredictionID] = true
+			p.preds = append(p.preds, pr)
+		})
+	}
+	return p.preds
+}
+
+// proxy forwards TCP connections to a server until it is set down: then
+// it closes them and every new one at once.
+type proxy struct {
+	l      net.Listener
+	target string
+	mu     sync.Mutex
+	down   bool
+	conns  []net.Conn
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := &proxy{l: l, target: target}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { l.Close(); px.setDown(true); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			px.mu.Lock()
+			down := px.down
+			if !down {
+				px.conns = append(px.conns, c)
+			}
+			px.mu.Unlock()
+			if down {
+				c.Close()
+				continue
+			}
+			wg.Go(func() {
+				s, err := net.Dial("tcp", target)
+				if err != nil {
+					c.Close()
+					return
+				}
+				px.mu.Lock()
+				px.conns = append(px.conns, s)
+				px.mu.Unlock()
+				var pipes sync.WaitGroup
+				pipes.Go(func() { io.Copy(s, c); s.Close() })
+				pipes.Go(func() { io.Copy(c, s); c.Close() })
+				pipes.Wait()
+			})
+		}
+	})
+	return px
+}
+
+func (px *proxy) addr() string { return px.l.Addr().String() }
+
+func (px *proxy) setDown(down bool) {
+	px.mu.Lock()
+	defer px.mu.Unlock()
+	px.down = down
+	if down {
+		for _, c := range px.conns {
+			c.Close()
+		}
+		px.conns = nil
 	}
 }
 
+// counterOf returns a counter's value: of the series whose feature label
+// is feature, or of the first series when feature is "".
 func counterOf(t *testing.T, g prometheus.Gatherer, name, feature string) float64 {
 	t.Helper()
 	mf, err := g.Gather()
@@ -289,6 +489,9 @@ func counterOf(t *testing.T, g prometheus.Gatherer, name, feature string) float6
 			continue
 		}
 		for _, x := range m.GetMetric() {
+			if feature == "" {
+				return x.GetCounter().GetValue()
+			}
 			for _, lp := range x.GetLabel() {
 				if lp.GetName() == "feature" && lp.GetValue() == feature {
 					return x.GetCounter().GetValue()
@@ -297,45 +500,6 @@ func counterOf(t *testing.T, g prometheus.Gatherer, name, feature string) float6
 		}
 	}
 	return 0
-}
-
-// consumePredictions reads want predictions with read_committed, and
-// fails on a duplicate prediction id.
-func consumePredictions(t *testing.T, env *roles.Env, topic string, want int) []schemas.Prediction {
-	t.Helper()
-	ctx := context.Background()
-	serde, err := env.Serde(ctx, topic, schemas.PredictionSchema)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := env.Client(kgo.ConsumeTopics(topic), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	var out []schemas.Prediction
-	seen := map[string]bool{}
-	deadline := time.Now().Add(2 * time.Minute)
-	for len(out) < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d predictions after 2 minutes", len(out), want)
-		}
-		fctx, cancel := context.WithTimeout(ctx, time.Second)
-		fs := cl.PollFetches(fctx)
-		cancel()
-		fs.EachRecord(func(r *kgo.Record) {
-			var p schemas.Prediction
-			if err := serde.Decode(ctx, r.Value, &p); err != nil {
-				t.Fatal(err)
-			}
-			if seen[p.PredictionID] {
-				t.Fatalf("prediction %s twice", p.PredictionID)
-			}
-			seen[p.PredictionID] = true
-			out = append(out, p)
-		})
-	}
-	return out
 }
 
 // schemaRegistry serves a schema registry until the test ends.
