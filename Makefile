@@ -98,7 +98,7 @@ bench-scoring:
 	@cd bench/scoring && go run . -python $(DATA)/venv/bin/python $(BENCH_ARGS)
 
 .PHONY: bench-trainingset
-## bench-trainingset: training set, 1M-row spine x 3 views x 10 features: `weir training-set` (ClickHouse) vs Feast's get_historical_features (duckdb and default file store over Parquet exports of the same rows), checked cell for cell first; seconds and peak RSS, 3 runs alternated (docs/benchmarks.md)
+## bench-trainingset: training set, 1M-row spine x 3 views x 10 features: `weir training-set` (ClickHouse) vs Feast's get_historical_features (duckdb offline store over Parquet exports of the same rows), checked cell for cell first; seconds and peak RSS, 3 runs alternated (docs/benchmarks.md)
 bench-trainingset: setup
 	@echo "==> bash bench/featurestore/feast/venv.sh"
 	@bash bench/featurestore/feast/venv.sh
