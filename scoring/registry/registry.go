@@ -9,7 +9,8 @@
 // current state, so compaction keeps exactly one record per version. Aliases
 // such as "champion" live in the record's Aliases. Moving an alias (a
 // promote or a rollback) writes two records: first the target version with
-// the alias added and Reason set, then the previous holder with the alias
+// the alias added and the move recorded in its Moves (its Reason, why the
+// version was created, is kept), then the previous holder with the alias
 // removed. An alias belongs to the version whose latest record carrying it
 // was read last, so the view is the same between and after the two writes,
 // and after compaction. Values are Avro schemas.ModelRecord in the
@@ -40,6 +41,19 @@
 // Writers ([Registry.Publish], [Registry.MoveAlias]) are meant to run in one
 // process at a time (the trainer, which consumes the single-partition
 // commands topic); within a process they are serialized.
+//
+// # Moves
+//
+// [Promote] and [Rollback] are how an alias moves, for `weir models
+// promote|rollback` and the trainer's PROMOTE and ROLLBACK commands alike:
+// they decide a [Move] (who, why, from, and previous: where a later
+// rollback goes) and [Registry.MoveAlias] verifies the target and writes
+// it. A rollback without a target goes to the holder's recorded previous
+// (its parent where no move is recorded), so repeated rollbacks walk back.
+// [MoveOf] and [LastMove] read a record's moves, and the move text that
+// records written before moves had a field hold in their reason.
+// [ReadTopic] and [History] rebuild an alias timeline from the topic;
+// [DiffRecords] compares two versions' records.
 //
 // # Metrics
 //
