@@ -228,6 +228,46 @@ func counter(t *testing.T, reg *prometheus.Registry, name, feature string) float
 	return 0
 }
 
+// TestFetchOtherSource: a view of the same entity computed from another
+// source (logins keyed by card_id) is read from Redis by the event's own
+// key, since the event's rows are only its own source's.
+func TestFetchOtherSource(t *testing.T) {
+	ctx := context.Background()
+	rdb, prefix := testenv.Redis(t)
+	c := fixture()
+	c.Views = append(c.Views, config.View{Name: "login_activity", Source: "logins", Entity: "card", TTL: config.Duration(time.Hour),
+		Features: []config.Feature{{Name: "fails_1h", Agg: "count"}}})
+	c.Model.Features = []string{"card_activity.count_5m", "login_activity.fails_1h"}
+	c.Model.MaxAge, c.Model.MaxAges = 0, nil // max ages are the views' ttls
+	lv := viewOf(c, "login_activity")
+	if err := online.New(rdb, prefix, c.Views).Write(ctx, []schemas.FeatureRow{{Entity: "c1", View: lv.Name, ViewVersion: lv.Version(), EventTime: 900, RevisesOffset: -1,
+		Values: []schemas.FeatureValue{{Name: "fails_1h", Value: 3}}}}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := lookup.New(c, online.New(rdb, prefix, c.Views), lookup.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := &schemas.FeatureRow{View: "card_activity", EventTime: 1000, Values: []schemas.FeatureValue{{Name: "count_5m", Value: 2}, {Name: "sum_5m", Value: 9}}}
+	v, err := l.Fetch(ctx, lookup.Event{Time: 1000, Rows: []*schemas.FeatureRow{row}, Keys: keys{"card": "c1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Release()
+	for _, w := range []struct {
+		name string
+		v    float64
+		at   int64
+	}{{"card_activity.count_5m", 2, 1000}, {"login_activity.fails_1h", 3, 900}} {
+		if x, at, ok := v.Feature(w.name); !ok || x != w.v || at != w.at {
+			t.Errorf("%s: %v at %d (%v), want %v at %d", w.name, x, at, ok, w.v, w.at)
+		}
+	}
+	if v.Stale("login_activity.fails_1h", time.Hour.Milliseconds()+1) != true || v.Stale("login_activity.fails_1h", time.Hour.Milliseconds()) {
+		t.Error("login_activity.fails_1h: stale not exactly past its view's ttl (the model has no max_age for it)")
+	}
+}
+
 // TestFetchRedisDown: a read that fails fails Fetch (the hook retries the
 // transaction) and is counted; no vector is returned to be scored.
 func TestFetchRedisDown(t *testing.T) {
