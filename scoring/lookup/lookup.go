@@ -49,7 +49,7 @@
 //
 //	weir_scoring_lookup_seconds{model}             one event's Redis read (events that read Redis)
 //	weir_scoring_lookup_errors_total{model}        failed reads (each aborts its transaction)
-//	weir_scoring_stale_features_total{model,feature}  features flagged stale
+//	weir_scoring_stale_features_total{model,feature}  features flagged stale, per prediction (a shadow arm's too)
 package lookup
 
 import (
