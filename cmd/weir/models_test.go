@@ -339,7 +339,7 @@ func TestModelsPromoteRollback(t *testing.T) {
 	}
 
 	out = must("diff", "fraud", "2", "v4")
-	for _, want := range []string{"fraud v2 -> v4", "+card.g0 -card.f0 reordered", "parent_version", "reason", "sha256"} {
+	for _, want := range []string{"fraud v2 -> v4", "+card.g0 -card.f0 reordered", "parent_version", "reason", "last_move", "sha256"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("diff output lacks %q:\n%s", want, out)
 		}
@@ -358,5 +358,61 @@ func TestModelsPromoteRollback(t *testing.T) {
 	}
 	if _, err := weir("diff", "fraud", "1", "7"); err == nil || !strings.Contains(err.Error(), "v7") {
 		t.Fatalf("diff with a missing version: %v", err)
+	}
+
+	// A move written before records had moves overwrote the target's
+	// reason with the move's text. v5 is registered ("fifth"), then
+	// rewritten as such a writer did (from its show -json, which decodes
+	// as a schemas.ModelRecord): show still finds v5's own reason on the
+	// topic and the move in its reason, history reads the move, and a
+	// rollback goes to the previous holder it names.
+	must("register", "-model", "fraud", "-artifact", xgb+"binary_logistic.json", "-features", feats, "-parent", "4", "-reason", "fifth")
+	recordOf := func(v string) schemas.ModelRecord {
+		t.Helper()
+		var shown struct {
+			Record schemas.ModelRecord `json:"record"`
+		}
+		if err := json.Unmarshal([]byte(must("show", "fraud", v, "-json")), &shown); err != nil {
+			t.Fatal(err)
+		}
+		return shown.Record
+	}
+	v5, v4 := recordOf("5"), recordOf("4")
+	if v5.Version != 5 || v5.Reason != "fifth" || v5.SHA256 == "" || v4.Version != 4 || len(v4.Moves) != 1 {
+		t.Fatalf("show -json does not decode as a record: v5 %+v v4 %+v", v5, v4)
+	}
+	v5.Reason, v5.Aliases, v5.Moves = "promote champion v4->v5 by dan: legacy", []string{"champion"}, nil
+	v4.Aliases = nil
+	src, err := schemas.NewSRClient(hs.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serde, err := schemas.NewSerde(ctx, src, schemas.Subject(prefix+".models"), schemas.MustParse(schemas.ModelRecordSchema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range []schemas.ModelRecord{v5, v4} {
+		b, err := serde.Encode(&rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := adm.ProduceSync(ctx, &kgo.Record{Topic: prefix + ".models", Key: []byte(registry.Key("fraud", rec.Version)), Value: b}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v := champion(); v != 5 {
+		t.Fatalf("champion v%d after the old-style move, want v5", v)
+	}
+	out = must("show", "fraud")
+	if !regexp.MustCompile(`reason +fifth\n +last move +promote champion v4->v5 by dan: legacy\n`).MatchString(out) || strings.Contains(out, "moved at") {
+		t.Fatalf("show of an old-style move:\n%s", out)
+	}
+	out = must("history", "fraud")
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); strings.Join(strings.Fields(lines[len(lines)-1])[1:], " ") != "champion v4 v5 promote dan legacy" {
+		t.Fatalf("history of an old-style move:\n%s", out)
+	}
+	out = must("rollback", "fraud", "-reason", "undo the old move", "-by", "erin")
+	if want := "fraud champion: v5 -> v4 (rollback by erin: undo the old move)"; !strings.Contains(out, want) || !strings.Contains(out, "a rollback from v4 goes to v2") {
+		t.Fatalf("rollback of an old-style move:\n%s\nwant %q", out, want)
 	}
 }
