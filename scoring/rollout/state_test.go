@@ -3,6 +3,9 @@ package rollout
 import (
 	"reflect"
 	"testing"
+
+	"github.com/weirhq/weir/internal/config"
+	"github.com/weirhq/weir/schemas"
 )
 
 func TestStateRoundTrip(t *testing.T) {
@@ -53,4 +56,48 @@ func FuzzDecodeState(f *testing.F) {
 			t.Fatalf("re-decode: %v\n%+v\n%+v", err, s, s2)
 		}
 	})
+}
+
+// TestJoinRewards checks the reward definitions and the rule that skips
+// a pair joined before the restored State (both offsets below consumed).
+func TestJoinRewards(t *testing.T) {
+	for _, c := range []struct {
+		reward             string
+		decision, positive bool
+		success            bool
+	}{
+		{config.RewardCorrect, true, true, true}, {config.RewardCorrect, false, false, true},
+		{config.RewardCorrect, true, false, false}, {config.RewardCorrect, false, true, false},
+		{config.RewardLabel, false, true, true}, {config.RewardLabel, true, true, true},
+		{config.RewardLabel, true, false, false}, {config.RewardLabel, false, false, false},
+	} {
+		j, err := NewJoiner(JoinerOptions{Model: config.Model{Name: "m", Rollout: config.Rollout{Reward: c.reward}},
+			Predictions: "p", Labels: "l", Rewards: "r", PredictionSerde: &schemas.Serde{}, LabelSerde: &schemas.Serde{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &session{j: j, counts: map[armKey]*ArmCount{},
+			restored: &State{Predictions: map[int32]Position{0: {Resume: 5, Consumed: 10}}, Labels: map[int32]Position{1: {Resume: 20, Consumed: 30}}}}
+		w := waiting{arm: "challenger", version: 2, decision: c.decision, part: 0}
+		l := early{positive: c.positive, part: 1}
+		for _, off := range []struct{ pred, label int64 }{
+			{9, 29},  // both consumed before the restore: joined already, skipped
+			{10, 29}, // prediction new: counted
+			{9, 30},  // label new: counted
+			{12, 40},
+		} {
+			w.off, l.off = off.pred, off.label
+			s.join(w, l)
+		}
+		got := s.counts[armKey{"challenger", 2}]
+		want := ArmCount{Arm: "challenger", Version: 2}
+		if c.success {
+			want.Successes = 3
+		} else {
+			want.Failures = 3
+		}
+		if got == nil || *got != want {
+			t.Errorf("reward %s, decision %v, label %v: %+v, want %+v", c.reward, c.decision, c.positive, got, want)
+		}
+	}
 }
