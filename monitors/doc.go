@@ -71,6 +71,6 @@
 //	weir_monitor_window_predictions{monitor,model,version} gauge, latest closed window
 //	weir_monitor_window_labels{monitor,model,version}      gauge, latest labelled window
 //	weir_monitor_alerts_firing{monitor,rule}               gauge, 1 firing, 0 not
-//	weir_monitor_predictions_consumed_total{monitor,outcome} counter: windowed, late, undecodable
+//	weir_monitor_predictions_consumed_total{monitor,outcome} counter: windowed, late, shadow (a shadow arm's prediction: not evaluated), undecodable
 //	weir_monitor_labels_consumed_total{monitor,outcome}      counter: joined, unmatched, undecodable
 package monitors

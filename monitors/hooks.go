@@ -57,6 +57,9 @@ const (
 	OutcomeWindowed Outcome = "windowed"
 	// OutcomeLate: a prediction whose window had already closed; dropped.
 	OutcomeLate Outcome = "late"
+	// OutcomeShadow: a shadow arm's prediction (models[].rollout: scored and
+	// logged, not served); monitors evaluate served predictions only.
+	OutcomeShadow Outcome = "shadow"
 	// OutcomeJoined: a label matched to a held prediction.
 	OutcomeJoined Outcome = "joined"
 	// OutcomeUnmatched: a label with no held prediction (its window was

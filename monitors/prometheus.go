@@ -56,7 +56,7 @@ func NewPrometheusHook(reg prometheus.Registerer, monitor string) (*PrometheusHo
 	h.firing, errs[4] = gauge("weir_monitor_alerts_firing",
 		"1 while a monitor rule fires, 0 after it resolves.", []string{"monitor", "rule"})
 	h.predictions, errs[5] = counter("weir_monitor_predictions_consumed_total",
-		"Predictions a monitor consumed, by outcome (windowed, late, undecodable).")
+		"Predictions a monitor consumed, by outcome (windowed, late, shadow, undecodable).")
 	h.labels, errs[6] = counter("weir_monitor_labels_consumed_total",
 		"Labels a monitor consumed, by outcome (joined, unmatched, undecodable).")
 	if err := errors.Join(errs[:]...); err != nil {

@@ -30,7 +30,7 @@ func feed(h *monitors.PrometheusHook, monitor string) {
 	r.Metrics = []schemas.MonitorMetric{{Metric: monitors.MetricLabels, Value: 40, Count: 250}} // one class: no AUC
 	h.OnWindowLabelled(r)
 	h.OnAlertChanged(schemas.Alert{Monitor: monitor, Rule: "score_drift", State: schemas.AlertFiring})
-	for _, o := range []monitors.Outcome{monitors.OutcomeWindowed, monitors.OutcomeLate, monitors.OutcomeUndecodable} {
+	for _, o := range []monitors.Outcome{monitors.OutcomeWindowed, monitors.OutcomeLate, monitors.OutcomeShadow, monitors.OutcomeUndecodable} {
 		h.OnRecordConsumed(monitors.KindPrediction, o)
 	}
 	for _, o := range []monitors.Outcome{monitors.OutcomeJoined, monitors.OutcomeUnmatched} {
@@ -62,12 +62,14 @@ weir_monitor_labels_consumed_total{monitor="a",outcome="joined"} 1
 weir_monitor_labels_consumed_total{monitor="a",outcome="unmatched"} 1
 weir_monitor_labels_consumed_total{monitor="b",outcome="joined"} 1
 weir_monitor_labels_consumed_total{monitor="b",outcome="unmatched"} 1
-# HELP weir_monitor_predictions_consumed_total Predictions a monitor consumed, by outcome (windowed, late, undecodable).
+# HELP weir_monitor_predictions_consumed_total Predictions a monitor consumed, by outcome (windowed, late, shadow, undecodable).
 # TYPE weir_monitor_predictions_consumed_total counter
 weir_monitor_predictions_consumed_total{monitor="a",outcome="late"} 1
+weir_monitor_predictions_consumed_total{monitor="a",outcome="shadow"} 1
 weir_monitor_predictions_consumed_total{monitor="a",outcome="undecodable"} 1
 weir_monitor_predictions_consumed_total{monitor="a",outcome="windowed"} 1
 weir_monitor_predictions_consumed_total{monitor="b",outcome="late"} 1
+weir_monitor_predictions_consumed_total{monitor="b",outcome="shadow"} 1
 weir_monitor_predictions_consumed_total{monitor="b",outcome="undecodable"} 1
 weir_monitor_predictions_consumed_total{monitor="b",outcome="windowed"} 1
 # HELP weir_monitor_window_predictions Predictions of a model version in the latest closed window.

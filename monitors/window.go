@@ -167,8 +167,15 @@ func floorDiv(a, b int64) int64 {
 func (e *evaluator) closedAt(end int64) bool { return e.seen && e.wm > end+e.grace }
 
 // addPrediction counts p in its window, then closes the windows that the
-// new watermark passes. The only error is the context's.
+// new watermark passes; a shadow prediction is only counted as consumed. The only error is the context's.
 func (e *evaluator) addPrediction(ctx context.Context, p *schemas.Prediction) error {
+	if p.Shadow {
+		// A shadow arm's prediction was logged, not served: the monitor
+		// watches what the model served, and counting both would count
+		// each shadowed event twice and let the challenger own windows.
+		e.hooks.recordConsumed(KindPrediction, OutcomeShadow)
+		return nil
+	}
 	start := floorDiv(p.EventTime, e.window) * e.window
 	if e.closedAt(start + e.window) {
 		e.hooks.recordConsumed(KindPrediction, OutcomeLate)

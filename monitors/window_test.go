@@ -231,6 +231,40 @@ func TestVersions(t *testing.T) {
 	}
 }
 
+// TestShadowPredictions: a shadow rollout logs a challenger's prediction
+// beside each served one; the monitor counts the served ones only, so the
+// window holds each event once and the served version keeps the majority
+// (more shadow predictions than served ones, of another version, must not
+// change either).
+func TestShadowPredictions(t *testing.T) {
+	rule := config.Rule{Name: "score_drift", Metric: "psi", Feature: "score", Op: ">", Threshold: 0.01, For: 1}
+	e, rec := newTestEvaluator(t, testMonitor(rule), testProfiles())
+	fill(t, e, "served", t0, 30, 15, 1)
+	for i := range 40 {
+		p := pred(fmt.Sprintf("shadow-%d", i), t0+int64(i), 2, 0.9, 500)
+		p.Shadow = true
+		if err := e.addPrediction(context.Background(), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	watermark(t, e, t0+2*time.Minute.Milliseconds())
+	out := e.take()
+	if c, _ := find(out.metrics, MetricCount, "", 1, t0); c.Count != 30 {
+		t.Errorf("served v1 count %+v, want 30", c)
+	}
+	if _, ok := find(out.metrics, MetricCount, "", 2, t0); ok {
+		t.Error("the shadow arm's version has a count: shadow predictions were windowed")
+	}
+	for _, r := range rec.closed {
+		if r.Version != 1 || !r.Majority || r.WindowPredictions != 30 {
+			t.Errorf("closed window %+v, want only v1, the majority, of 30 predictions", r)
+		}
+	}
+	if n := rec.consumed["prediction/shadow"]; n != 40 {
+		t.Errorf("shadow predictions counted %d, want 40", n)
+	}
+}
+
 func TestMissingProfile(t *testing.T) {
 	rule := config.Rule{Name: "score_drift", Metric: "psi", Feature: "score", Op: ">", Threshold: -1, For: 1}
 	p := testProfiles()

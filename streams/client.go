@@ -64,8 +64,15 @@ func Topics(c *config.Config) []TopicSpec {
 	for _, v := range c.Views {
 		out = append(out, TopicSpec{Name: c.FeaturesTopic(v.Name), Partitions: p})
 	}
+	bandit := false
 	for _, m := range c.Models {
 		out = append(out, TopicSpec{Name: c.PredictionsTopic(m.Name), Partitions: p})
+		bandit = bandit || m.Rollout.Strategy == config.RolloutBandit
+	}
+	if bandit {
+		// The bandits' reward counts: one record per model, one partition
+		// (its holder is the elected joiner).
+		out = append(out, TopicSpec{Name: c.RewardsTopic(), Partitions: 1, Compacted: true})
 	}
 	out = append(out,
 		TopicSpec{Name: c.DeadLetterTopic(), Partitions: p},

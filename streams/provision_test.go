@@ -88,3 +88,31 @@ func TestProvision(t *testing.T) {
 		t.Error("a partition-count conflict was not reported")
 	}
 }
+
+// TestTopicsCatalogs: every config has the compacted one-partition view
+// catalog; the bandit rewards topic exists only where a model runs a
+// bandit rollout.
+func TestTopicsCatalogs(t *testing.T) {
+	cfg, err := config.Load("../deploy/demo/weir.yaml", func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	find := func(name string) (streams.TopicSpec, bool) {
+		for _, s := range streams.Topics(cfg) {
+			if s.Name == name {
+				return s, true
+			}
+		}
+		return streams.TopicSpec{}, false
+	}
+	if s, ok := find(cfg.ViewsTopic()); !ok || !s.Compacted || s.Partitions != 1 {
+		t.Errorf("view catalog %+v (present %v), want compacted, 1 partition", s, ok)
+	}
+	if _, ok := find(cfg.RewardsTopic()); ok {
+		t.Errorf("%s provisioned without a bandit rollout", cfg.RewardsTopic())
+	}
+	cfg.Models[0].Rollout.Strategy = config.RolloutBandit
+	if s, ok := find(cfg.RewardsTopic()); !ok || !s.Compacted || s.Partitions != 1 {
+		t.Errorf("rewards topic with a bandit rollout %+v (present %v), want compacted, 1 partition", s, ok)
+	}
+}
