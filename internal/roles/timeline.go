@@ -13,6 +13,7 @@ import (
 	"github.com/weirhq/weir/monitors"
 	"github.com/weirhq/weir/monitors/profile"
 	"github.com/weirhq/weir/schemas"
+	"github.com/weirhq/weir/scoring/registry"
 )
 
 // Timeline prints what an on-call engineer would want to see as the pipeline
@@ -98,6 +99,9 @@ func (t *Timeline) Run(ctx context.Context) error {
 						return
 					}
 					t.Printf("MODEL %s v%d %v by %s: %s (holdout AUC %.3f, sha256 %.12s…)", m.Name, m.Version, m.Aliases, m.CreatedBy, m.Reason, m.Metrics["holdout_auc"], m.SHA256)
+					if mv, ok := registry.LastMove(m); ok && slices.Contains(m.Aliases, mv.Alias) {
+						t.Printf("MOVE %s", mv)
+					}
 				}
 			default:
 				var p schemas.Prediction
