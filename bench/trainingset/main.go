@@ -298,12 +298,21 @@ func runSize(ctx context.Context, f *flags, ch driver.Conn, chPid int, weirBin s
 		log("without the reconciliation, %d spine rows: Feast duckdb on duckdb_naive", n)
 		argv := []string{f.feastPython, "bench/trainingset/feast_ts.py", "build", "--repo", filepath.Join(dir, "feast", "duckdb_naive"),
 			"--spine", filepath.Join(dir, "feast", "spine.parquet"), "--out", filepath.Join(outDir, "feast_duckdb_naive.parquet")}
-		if _, err := timed(ctx, "feast-duckdb-naive", chPid, f.maxRSSMB, f.timeout, f.noisy, argv...); err != nil {
+		if f.duckdbMem != "" {
+			argv = append(argv, "--duckdb-memory-limit", f.duckdbMem)
+		}
+		_ = os.Remove(filepath.Join(outDir, "feast_duckdb_naive.parquet"))
+		r, err := timed(ctx, "feast-duckdb-naive", chPid, f.maxRSSMB, f.timeout, f.noisy, argv...)
+		if err != nil {
 			return nil, err
 		}
-		out, _ := exec.CommandContext(ctx, f.feastPython, "bench/trainingset/feast_ts.py", "compare", "--weir", weirOut,
-			"--feast", filepath.Join(outDir, "feast_duckdb_naive.parquet"), "--views", string(viewsJSON)).Output()
-		sr.naive = strings.TrimSpace(string(out))
+		if r.killed != "" {
+			sr.naive = "did not finish: " + r.killed
+		} else {
+			out, _ := exec.CommandContext(ctx, f.feastPython, "bench/trainingset/feast_ts.py", "compare", "--weir", weirOut,
+				"--feast", filepath.Join(outDir, "feast_duckdb_naive.parquet"), "--views", string(viewsJSON)).Output()
+			sr.naive = strings.TrimSpace(string(out))
+		}
 		log("feast duckdb without the reconciliation vs weir: %s", sr.naive)
 	}
 
