@@ -91,7 +91,7 @@ bench-materialize: setup
 	@. $(DATA)/env && go run ./bench/materialize $(BENCH_ARGS)
 
 .PHONY: bench-scoring
-## bench-scoring: Weir's XGBoost evaluator vs XGBoost's C library (through its Python package) and the Go library leaves, same model and rows, single-row calls and batches (docs/benchmarks.md); needs only the Python venv
+## bench-scoring: Weir's XGBoost evaluator vs XGBoost's C library (through its Python package) and the Go library leaves, same model and rows, single-row calls and batches (docs/benchmarks.md), then the inline scorer hook with and without a Redis lookup per event (needs the Python venv; Redis from make setup for the second part, skipped without it)
 bench-scoring:
 	@bash deploy/local/pyenv.sh install
 	@echo "==> cd bench/scoring && go run . -python $(DATA)/venv/bin/python $(BENCH_ARGS)"
