@@ -322,10 +322,12 @@ func TestRolloutStrategies(t *testing.T) {
 	go func() { pdone <- post.Run(pctx) }()
 	defer func() { pcancel(); <-pdone }()
 	var st *rollout.State
+	var cs0, cf0, hs0, hf0 int64
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
 		st = post.State("bandit")
 		cs, cf := st.Counts("champion", 1)
 		hs, hf := st.Counts("challenger", 2)
+		cs0, cf0, hs0, hf0 = cs, cf, hs, hf
 		if cs == wantCounts["champion"][0] && cf == wantCounts["champion"][1] && hs == wantCounts["challenger"][0] && hf == wantCounts["challenger"][1] {
 			break
 		}
@@ -333,9 +335,36 @@ func TestRolloutStrategies(t *testing.T) {
 			t.Fatalf("rewards topic holds %+v, want champion %v challenger %v (successes, failures)", st, wantCounts["champion"], wantCounts["challenger"])
 		}
 	}
-	// The scorers' own reader has read the same record once the new
-	// events' predictions follow it; give it the time our reader took.
-	time.Sleep(500 * time.Millisecond)
+	// Wait until the processor's own reader, which its scorers sample
+	// from, exports the same counts.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		got := map[string]float64{}
+		mfs, err := env.Metrics.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "weir_rollout_posterior_rewards" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				l := map[string]string{}
+				for _, lp := range m.GetLabel() {
+					l[lp.GetName()] = lp.GetValue()
+				}
+				if l["model"] == "bandit" {
+					got[l["arm"]+"/"+l["version"]+"/"+l["outcome"]] = m.GetGauge().GetValue()
+				}
+			}
+		}
+		if got["champion/1/success"] == float64(cs0) && got["champion/1/failure"] == float64(cf0) &&
+			got["challenger/2/success"] == float64(hs0) && got["challenger/2/failure"] == float64(hf0) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the processor's posteriors export %v, want the rewards topic's %+v", got, st)
+		}
+	}
 	var more []*kgo.Record
 	for i := range 400 {
 		tx := schemas.Transaction{TxnID: fmt.Sprintf("t-%d", events+i), CardID: fmt.Sprintf("card-%d", i), MerchantID: "m", Amount: 5,

@@ -202,6 +202,10 @@ func (e *Env) banditRewards(ctx context.Context, src config.Source) (scoring.Rew
 		}()
 	}
 	post := rollout.NewPosteriors(e.Kafka, topic, e.Log.With("role", "rewards"))
+	if err := e.Metrics.Register(post.Collector()); err != nil {
+		cancel()
+		return nil, fmt.Errorf("rollout rewards: register metrics: %w", err)
+	}
 	run("posteriors", post.Run)
 	for _, m := range bandits {
 		preds, err := e.Serde(ctx, e.Cfg.PredictionsTopic(m.Name), schemas.PredictionSchema)

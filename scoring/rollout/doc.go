@@ -55,4 +55,6 @@
 //	weir_rollout_rewards_total{model,arm,outcome}   joined labels: success, failure
 //	weir_rollout_unrewarded_total{model,reason}     served predictions or labels dropped: label_wait, early_labels_full, undecodable
 //	weir_rollout_state_writes_total{model}          State records written
+//	weir_rollout_posterior_rewards{model,arm,version,outcome}  counts the scorers sample from (Posteriors.Collector)
+//	weir_rollout_posterior_updated_seconds{model}   write time of that State
 package rollout
