@@ -47,7 +47,7 @@
 //	weir_scoring_shadow_skipped_total{model,arm}   shadow predictions not made: no version, or the arm cannot score
 //	weir_scoring_no_champion_total{model}          events not scored: arms[0] (the champion) has no version yet
 //	weir_scoring_missing_features_total{model,feature}  missing features filled in (default or NaN, see above)
-//	weir_scoring_latency_seconds{model}            time to build the vector and score
+//	weir_scoring_latency_seconds{model}            time to gather the features (Event.Gathered), build the vector and score
 package scoring
 
 import (
@@ -110,6 +110,9 @@ type Event struct {
 	Partition int32  // source partition
 	Offset    int64  // source offset
 	Features  Features
+	// Gathered is the time already spent gathering Features (a Redis
+	// lookup); it is counted in the prediction's latency.
+	Gathered time.Duration
 }
 
 // Models is what a Scorer needs of the model registry: the verified
@@ -192,7 +195,7 @@ func NewScorer(m config.Model, models Models, o Options) (*Scorer, error) {
 	armPredictions := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_scoring_arm_predictions_total", Help: "Predictions per rollout arm; role served or shadow.", ConstLabels: l}, []string{"arm", "role"})
 	fallbacks := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_scoring_arm_fallbacks_total", Help: "Events whose chosen arm had no version, served by the rollout's first arm.", ConstLabels: l}, []string{"arm"})
 	shadowSkip := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "weir_scoring_shadow_skipped_total", Help: "Shadow predictions not made: the arm had no version or could not score.", ConstLabels: l}, []string{"arm"})
-	latency := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weir_scoring_latency_seconds", Help: "Time to build the feature vector and score.", ConstLabels: l,
+	latency := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "weir_scoring_latency_seconds", Help: "Time to gather the features (a Redis lookup included), build the vector and score.", ConstLabels: l,
 		Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10)})
 	if reg := o.Registerer; reg != nil {
 		for _, c := range []prometheus.Collector{predictions, noChampion, missing, armPredictions, fallbacks, shadowSkip, latency} {
@@ -400,7 +403,7 @@ func (s *Scorer) predict(l *registry.Loaded, arm string, ev Event, shadow bool) 
 		score = m.Predict(buf[:0], x)[class]
 	}
 	end := s.now()
-	lat := end.Sub(start)
+	lat := end.Sub(start) + ev.Gathered
 	s.latency.Observe(lat.Seconds())
 	s.predictions.Inc()
 	role := "served"

@@ -111,6 +111,13 @@ func TestScorer(t *testing.T) {
 	if n := testutil.ToFloat64(s.predictions); n != 1 {
 		t.Fatalf("predictions = %v", n)
 	}
+	// Time spent gathering the features (a Redis lookup) counts in the
+	// latency.
+	gathered := ev
+	gathered.Gathered = 70 * time.Microsecond
+	if p2, err := s.Score(gathered); err != nil || p2.LatencyUs != 150+70 {
+		t.Fatalf("latency with 70µs of gathering: %d µs (err %v), want 220", p2.LatencyUs, err)
+	}
 }
 
 func TestScorerDecisionAtThreshold(t *testing.T) {

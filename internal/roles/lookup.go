@@ -3,6 +3,7 @@ package roles
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -25,6 +26,7 @@ type modelLookup struct {
 	id     string
 	offset int64
 	cur    *lookup.Vector
+	took   time.Duration // Fetch's time for cur
 }
 
 // lookup returns the feature lookup of model m of source src. It dials
@@ -66,20 +68,21 @@ func (k *modelLookup) fetch(ctx context.Context, ev *processors.Event, out []*kg
 		k.cur.Release()
 		k.cur, k.ev = nil, nil
 	}
+	began := time.Now()
 	v, err := k.l.Fetch(ctx, lookup.Event{Time: ev.Time, Rows: ev.Rows, Keys: ev})
 	if err != nil {
 		return out, streams.Retry(fmt.Errorf("scorer %s: %w", k.model, err))
 	}
-	k.cur, k.ev, k.id, k.offset = v, ev, ev.ID, ev.Offset
+	k.cur, k.ev, k.id, k.offset, k.took = v, ev, ev.ID, ev.Offset, time.Since(began)
 	return out, nil
 }
 
-// features returns the vector fetch gathered for ev.
-func (k *modelLookup) features(ev *processors.Event) scoring.Features {
+// features returns the vector fetch gathered for ev and the time it took.
+func (k *modelLookup) features(ev *processors.Event) (scoring.Features, time.Duration) {
 	if k.cur == nil || k.ev != ev || k.id != ev.ID || k.offset != ev.Offset {
 		// fetch did not run for this event (a hook order bug): score
 		// with its own rows rather than another event's features.
-		return rowFeatures(ev.Rows)
+		return rowFeatures(ev.Rows), 0
 	}
-	return k.cur
+	return k.cur, k.took
 }

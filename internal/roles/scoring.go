@@ -145,7 +145,8 @@ func (e *Env) ScorerHooks(ctx context.Context, src config.Source, models *regist
 		}
 		hooks = append(hooks, lk.fetch)
 		hooks = append(hooks, func(_ context.Context, ev *processors.Event, out []*kgo.Record) ([]*kgo.Record, error) {
-			ps, err := sc.ScoreAll(nil, scoring.Event{Entity: ev.Key, ID: ev.ID, Time: ev.Time, Partition: ev.Partition, Offset: ev.Offset, Features: lk.features(ev)})
+			feats, took := lk.features(ev)
+			ps, err := sc.ScoreAll(nil, scoring.Event{Entity: ev.Key, ID: ev.ID, Time: ev.Time, Partition: ev.Partition, Offset: ev.Offset, Features: feats, Gathered: took})
 			if errors.Is(err, scoring.ErrNoChampion) {
 				return out, fmt.Errorf("scorer %s: %w (register one: `weir dev` bootstraps v1)", m.Name, err)
 			}
