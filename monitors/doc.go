@@ -18,10 +18,14 @@
 // each model version in it gets a "count" metric, and each version with at
 // least MinCount predictions gets "psi" of the score and of every model
 // feature against that version's own reference profile (so a canary's
-// predictions are compared with the canary's training data). Rules are
-// evaluated on the version that made most of the window's predictions (the
-// newer on a tie); windows where it had fewer than MinCount predictions are
-// not evaluated. Nothing closes while no predictions arrive: time is event
+// predictions are compared with the canary's training data). A shadow
+// arm's predictions (Prediction.Shadow: a challenger scored beside the
+// served model, with the same prediction id) are windowed apart per version,
+// their metrics published with Shadow set, and a label reaches both
+// predictions of its event. Rules are evaluated on the served version that
+// made most of the window's predictions (the newer on a tie), never on a
+// shadow arm; windows where it had fewer than MinCount predictions are not
+// evaluated. Nothing closes while no predictions arrive: time is event
 // time only, and the monitor reads no clock. A partition read behind the
 // others (a catch-up after downtime) holds windows open rather than losing
 // its predictions as late; an idle partition holds them open too (an idle
@@ -68,9 +72,11 @@
 //
 //	weir_monitor_psi{monitor,model,version,feature}        gauge, latest closed window
 //	weir_monitor_auc{monitor,model,version}                gauge, latest labelled window (NaN: undefined)
+//	weir_monitor_shadow_psi{monitor,model,version,feature} gauge, a shadow arm's predictions, latest closed window
+//	weir_monitor_shadow_auc{monitor,model,version}         gauge, a shadow arm's predictions, latest labelled window
 //	weir_monitor_window_predictions{monitor,model,version} gauge, latest closed window
 //	weir_monitor_window_labels{monitor,model,version}      gauge, latest labelled window
 //	weir_monitor_alerts_firing{monitor,rule}               gauge, 1 firing, 0 not
-//	weir_monitor_predictions_consumed_total{monitor,outcome} counter: windowed, late, shadow (a shadow arm's prediction: not evaluated), undecodable
+//	weir_monitor_predictions_consumed_total{monitor,outcome} counter: windowed, late, shadow (a shadow arm's prediction, windowed apart), undecodable
 //	weir_monitor_labels_consumed_total{monitor,outcome}      counter: joined, unmatched, undecodable
 package monitors

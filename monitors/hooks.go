@@ -58,7 +58,8 @@ const (
 	// OutcomeLate: a prediction whose window had already closed; dropped.
 	OutcomeLate Outcome = "late"
 	// OutcomeShadow: a shadow arm's prediction (models[].rollout: scored and
-	// logged, not served); monitors evaluate served predictions only.
+	// logged, not served), counted in its version's shadow window: its
+	// metrics are published marked shadow and rules never read them.
 	OutcomeShadow Outcome = "shadow"
 	// OutcomeJoined: a label matched to a held prediction.
 	OutcomeJoined Outcome = "joined"
@@ -78,8 +79,12 @@ type WindowReport struct {
 	Version int32
 	Start   time.Time
 	End     time.Time
+	// Shadow reports that these are a shadow arm's predictions (a
+	// challenger scored and logged, not served): never the majority, not in
+	// WindowPredictions, never read by rules.
+	Shadow bool
 	// Predictions is the number of this version's predictions in the
-	// window; WindowPredictions counts all versions.
+	// window; WindowPredictions counts all versions' served predictions.
 	Predictions       int
 	WindowPredictions int
 	// Majority reports that this version made most of the window's

@@ -17,6 +17,7 @@ import (
 // already registered by another monitor are reused.
 type PrometheusHook struct {
 	psi, auc, windowPredictions, windowLabels, firing *prometheus.GaugeVec
+	shadowPSI, shadowAUC                              *prometheus.GaugeVec
 	predictions, labels                               *prometheus.CounterVec
 }
 
@@ -42,7 +43,7 @@ func NewPrometheusHook(reg prometheus.Registerer, monitor string) (*PrometheusHo
 		return c.MustCurryWith(prometheus.Labels{"monitor": monitor}), nil
 	}
 	var h PrometheusHook
-	var errs [7]error
+	var errs [9]error
 	h.psi, errs[0] = gauge("weir_monitor_psi",
 		"Population stability index of a model input (feature=score: the model output) in the latest closed window, against the model version's training profile.",
 		append(versioned, "feature"))
@@ -59,6 +60,12 @@ func NewPrometheusHook(reg prometheus.Registerer, monitor string) (*PrometheusHo
 		"Predictions a monitor consumed, by outcome (windowed, late, shadow, undecodable).")
 	h.labels, errs[6] = counter("weir_monitor_labels_consumed_total",
 		"Labels a monitor consumed, by outcome (joined, unmatched, undecodable).")
+	h.shadowPSI, errs[7] = gauge("weir_monitor_shadow_psi",
+		"Population stability index of a model input (feature=score: the output) over a shadow arm's predictions of a version in the latest closed window, against that version's training profile.",
+		append(versioned, "feature"))
+	h.shadowAUC, errs[8] = gauge("weir_monitor_shadow_auc",
+		"ROC AUC of a shadow arm's labelled predictions of a version in the latest window whose label wait ended: the challenger's performance on the served traffic.",
+		versioned)
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, err
 	}
@@ -83,6 +90,14 @@ func registerVec[C prometheus.Collector](reg prometheus.Registerer, c C) (C, err
 // OnWindowClosed implements HookWindowClosed.
 func (h *PrometheusHook) OnWindowClosed(r WindowReport) {
 	v := strconv.Itoa(int(r.Version))
+	if r.Shadow {
+		for _, m := range r.Metrics {
+			if m.Metric == MetricPSI {
+				h.shadowPSI.WithLabelValues(r.Monitor, r.Model, v, m.Feature).Set(m.Value)
+			}
+		}
+		return
+	}
 	for _, m := range r.Metrics {
 		switch m.Metric {
 		case MetricCount:
@@ -97,6 +112,15 @@ func (h *PrometheusHook) OnWindowClosed(r WindowReport) {
 func (h *PrometheusHook) OnWindowLabelled(r WindowReport) {
 	v := strconv.Itoa(int(r.Version))
 	auc := math.NaN()
+	if r.Shadow {
+		for _, m := range r.Metrics {
+			if m.Metric == MetricAUC {
+				auc = m.Value
+			}
+		}
+		h.shadowAUC.WithLabelValues(r.Monitor, r.Model, v).Set(auc)
+		return
+	}
 	for _, m := range r.Metrics {
 		switch m.Metric {
 		case MetricLabels:

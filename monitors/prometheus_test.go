@@ -124,3 +124,37 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 		t.Fatalf("promtool check metrics: %v\n%s", err, out)
 	}
 }
+
+// TestPrometheusShadow: a shadow arm's window sets the shadow gauges and
+// leaves the served version's gauges alone, even for the same version.
+func TestPrometheusShadow(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h, err := monitors.NewPrometheusHook(reg, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.UnixMilli(t0)
+	served := monitors.WindowReport{Monitor: "a", Model: "fraud", Version: 3, Start: start, End: start.Add(time.Minute)}
+	served.Metrics = []schemas.MonitorMetric{{Metric: monitors.MetricPSI, Feature: "score", Value: 0.05, Count: 100}}
+	h.OnWindowClosed(served)
+	shadow := served
+	shadow.Shadow = true
+	shadow.Metrics = []schemas.MonitorMetric{{Metric: monitors.MetricPSI, Feature: "score", Value: 0.7, Count: 100, Shadow: true}}
+	h.OnWindowClosed(shadow)
+	shadow.Metrics = []schemas.MonitorMetric{{Metric: monitors.MetricAUC, Value: 0.81, Count: 90, Shadow: true}}
+	h.OnWindowLabelled(shadow)
+	const want = `
+# HELP weir_monitor_psi Population stability index of a model input (feature=score: the model output) in the latest closed window, against the model version's training profile.
+# TYPE weir_monitor_psi gauge
+weir_monitor_psi{feature="score",model="fraud",monitor="a",version="3"} 0.05
+# HELP weir_monitor_shadow_auc ROC AUC of a shadow arm's labelled predictions of a version in the latest window whose label wait ended: the challenger's performance on the served traffic.
+# TYPE weir_monitor_shadow_auc gauge
+weir_monitor_shadow_auc{model="fraud",monitor="a",version="3"} 0.81
+# HELP weir_monitor_shadow_psi Population stability index of a model input (feature=score: the output) over a shadow arm's predictions of a version in the latest closed window, against that version's training profile.
+# TYPE weir_monitor_shadow_psi gauge
+weir_monitor_shadow_psi{feature="score",model="fraud",monitor="a",version="3"} 0.7
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "weir_monitor_psi", "weir_monitor_shadow_psi", "weir_monitor_shadow_auc"); err != nil {
+		t.Error(err)
+	}
+}

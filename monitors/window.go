@@ -100,6 +100,7 @@ type window struct {
 // versionWindow is one model version's predictions in a window.
 type versionWindow struct {
 	version   int32
+	shadow    bool // a shadow arm's predictions of this version
 	n         int
 	ref       string // what drift is measured against
 	err       error  // why a metric cannot be computed
@@ -166,16 +167,10 @@ func floorDiv(a, b int64) int64 {
 // closedAt reports whether a window ending at end has closed.
 func (e *evaluator) closedAt(end int64) bool { return e.seen && e.wm > end+e.grace }
 
-// addPrediction counts p in its window, then closes the windows that the
-// new watermark passes; a shadow prediction is only counted as consumed. The only error is the context's.
+// addPrediction counts p in its window (a shadow prediction in its
+// version's shadow window), then closes the windows that the new watermark
+// passes. The only error is the context's.
 func (e *evaluator) addPrediction(ctx context.Context, p *schemas.Prediction) error {
-	if p.Shadow {
-		// A shadow arm's prediction was logged, not served: the monitor
-		// watches what the model served, and counting both would count
-		// each shadowed event twice and let the challenger own windows.
-		e.hooks.recordConsumed(KindPrediction, OutcomeShadow)
-		return nil
-	}
 	start := floorDiv(p.EventTime, e.window) * e.window
 	if e.closedAt(start + e.window) {
 		e.hooks.recordConsumed(KindPrediction, OutcomeLate)
@@ -186,23 +181,37 @@ func (e *evaluator) addPrediction(ctx context.Context, p *schemas.Prediction) er
 		w = &window{start: start, end: start + e.window}
 		e.windows[start] = w
 	}
-	vw := w.version(p.ModelVersion)
+	vw := w.version(p.ModelVersion, p.Shadow)
 	if vw == nil {
 		var err error
 		if vw, err = e.newVersionWindow(ctx, p.ModelVersion); err != nil {
 			return err
 		}
+		vw.shadow = p.Shadow
 		w.versions = append(w.versions, vw)
 	}
 	vw.add(p, e.featIdx)
-	w.total++
-	if fraud, ok := w.early[p.PredictionID]; ok {
-		vw.label(p.PredictionID, fraud)
-		delete(w.early, p.PredictionID)
-		e.early--
-		e.hooks.recordConsumed(KindLabel, OutcomeJoined)
+	if p.Shadow {
+		// A shadow arm's prediction was logged, not served: it is windowed
+		// apart (its own metrics, marked shadow) and not counted in the
+		// window's served predictions. Its event's label may have been
+		// joined to the served prediction already (it comes first).
+		if fraud, ok := w.early[p.PredictionID]; ok {
+			vw.label(p.PredictionID, fraud) // the served prediction takes it
+		} else if fraud, ok := w.servedLabel(p.PredictionID); ok {
+			vw.label(p.PredictionID, fraud)
+		}
+		e.hooks.recordConsumed(KindPrediction, OutcomeShadow)
+	} else {
+		w.total++
+		if fraud, ok := w.early[p.PredictionID]; ok {
+			w.join(&schemas.Label{TxnID: p.PredictionID, IsFraud: fraud})
+			delete(w.early, p.PredictionID)
+			e.early--
+			e.hooks.recordConsumed(KindLabel, OutcomeJoined)
+		}
+		e.hooks.recordConsumed(KindPrediction, OutcomeWindowed)
 	}
-	e.hooks.recordConsumed(KindPrediction, OutcomeWindowed)
 	if m, ok := e.partMax[p.SourcePartition]; !ok || p.EventTime > m {
 		e.partMax[p.SourcePartition] = p.EventTime
 		if len(e.partMax) >= max(e.parts, 1) {
@@ -274,29 +283,45 @@ func (e *evaluator) advance() {
 	}
 }
 
-func (w *window) version(v int32) *versionWindow {
+func (w *window) version(v int32, shadow bool) *versionWindow {
 	for _, vw := range w.versions {
-		if vw.version == v {
+		if vw.version == v && vw.shadow == shadow {
 			return vw
 		}
 	}
 	return nil
 }
 
-// join labels the prediction of l if w holds it.
+// join labels every prediction of l that w holds (the served one and any
+// shadow ones of the same event).
 func (w *window) join(l *schemas.Label) bool {
+	joined := false
 	for _, vw := range w.versions {
 		if vw.label(l.TxnID, l.IsFraud) {
-			return true
+			joined = true
 		}
 	}
-	return false
+	return joined
 }
 
-// majority is the version with most predictions (the newer on a tie).
+// servedLabel is the label already joined to the served prediction id.
+func (w *window) servedLabel(id string) (fraud, ok bool) {
+	for _, vw := range w.versions {
+		if i, has := vw.ids[id]; has && !vw.shadow && vw.labels[i] != labelNone {
+			return vw.labels[i] == labelPositive, true
+		}
+	}
+	return false, false
+}
+
+// majority is the served version with most predictions (the newer on a
+// tie); shadow predictions are never the majority.
 func (w *window) majority() *versionWindow {
 	var m *versionWindow
 	for _, vw := range w.versions {
+		if vw.shadow {
+			continue
+		}
 		if m == nil || vw.n > m.n || vw.n == m.n && vw.version > m.version {
 			m = vw
 		}
@@ -389,7 +414,7 @@ func (e *evaluator) metric(vw *versionWindow, w *window, name, feature string, v
 		Monitor: e.monitor, ModelName: e.model, ModelVersion: vw.version,
 		Metric: name, Feature: feature,
 		WindowStart: w.start, WindowEnd: w.end,
-		Value: value, Count: int64(count),
+		Value: value, Count: int64(count), Shadow: vw.shadow,
 	}
 }
 
@@ -398,7 +423,7 @@ func (e *evaluator) report(vw *versionWindow, w *window, majority bool) WindowRe
 		Monitor: e.monitor, Model: e.model, Version: vw.version,
 		Start: time.UnixMilli(w.start), End: time.UnixMilli(w.end),
 		Predictions: vw.n, WindowPredictions: w.total,
-		Majority: majority, Evaluated: vw.evaluated,
+		Majority: majority, Evaluated: vw.evaluated, Shadow: vw.shadow,
 		Reference: vw.ref,
 	}
 }
@@ -414,7 +439,12 @@ func (e *evaluator) close(w *window) {
 	e.early -= len(w.early)
 	w.early = nil
 	maj := w.majority()
-	slices.SortFunc(w.versions, func(a, b *versionWindow) int { return cmp.Compare(a.version, b.version) })
+	slices.SortFunc(w.versions, func(a, b *versionWindow) int {
+		if c := cmp.Compare(a.version, b.version); c != 0 {
+			return c
+		}
+		return cmp.Compare(btoi(a.shadow), btoi(b.shadow))
+	})
 	kept := w.versions[:0]
 	var psi map[string]float64 // the majority's, by feature
 	for _, vw := range w.versions {
@@ -504,4 +534,11 @@ func (e *evaluator) labelled(w *window) {
 func (e *evaluator) alert(a schemas.Alert) {
 	e.hooks.alertChanged(a)
 	e.out.alerts = append(e.out.alerts, a)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

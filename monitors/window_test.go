@@ -232,36 +232,102 @@ func TestVersions(t *testing.T) {
 }
 
 // TestShadowPredictions: a shadow rollout logs a challenger's prediction
-// beside each served one; the monitor counts the served ones only, so the
-// window holds each event once and the served version keeps the majority
-// (more shadow predictions than served ones, of another version, must not
-// change either).
+// after each served one, with the same id. The monitor windows the
+// challenger's apart: the served version stays the window's majority with
+// its own count, the shadow version's count, PSI and AUC are published
+// marked shadow, rules never read them (its PSI is past the
+// threshold), and each label, early or late, reaches both predictions of
+// its event, counted once.
 func TestShadowPredictions(t *testing.T) {
 	rule := config.Rule{Name: "score_drift", Metric: "psi", Feature: "score", Op: ">", Threshold: 0.01, For: 1}
 	e, rec := newTestEvaluator(t, testMonitor(rule), testProfiles())
-	fill(t, e, "served", t0, 30, 15, 1)
-	for i := range 40 {
-		p := pred(fmt.Sprintf("shadow-%d", i), t0+int64(i), 2, 0.9, 500)
-		p.Shadow = true
-		if err := e.addPrediction(context.Background(), p); err != nil {
+	ctx := context.Background()
+	minute := time.Minute.Milliseconds()
+	const n = 30
+	var servedScores, shadowScores []float64
+	var pos []bool
+	for i := range n {
+		id := fmt.Sprintf("ev-%d", i)
+		fraud := i%3 == 0
+		if i < 5 { // labels before their predictions
+			e.addLabel(&schemas.Label{TxnID: id, EventTime: t0 + int64(i), IsFraud: fraud})
+		}
+		served := 0.1 // like v1's reference (edge 0.5): PSI 0
+		if i%2 == 0 {
+			served = 0.9
+		}
+		if i >= 15 {
+			served = 1 - served
+		}
+		if err := e.addPrediction(ctx, pred(id, t0+int64(i), 1, served, 50)); err != nil {
 			t.Fatal(err)
 		}
-	}
-	watermark(t, e, t0+2*time.Minute.Milliseconds())
-	out := e.take()
-	if c, _ := find(out.metrics, MetricCount, "", 1, t0); c.Count != 30 {
-		t.Errorf("served v1 count %+v, want 30", c)
-	}
-	if _, ok := find(out.metrics, MetricCount, "", 2, t0); ok {
-		t.Error("the shadow arm's version has a count: shadow predictions were windowed")
-	}
-	for _, r := range rec.closed {
-		if r.Version != 1 || !r.Majority || r.WindowPredictions != 30 {
-			t.Errorf("closed window %+v, want only v1, the majority, of 30 predictions", r)
+		shadow := float64(i%7)/7 + 0.01
+		sp := pred(id, t0+int64(i), 2, shadow, 500)
+		sp.Shadow = true
+		if err := e.addPrediction(ctx, sp); err != nil {
+			t.Fatal(err)
+		}
+		if i < 25 { // 5 stay unlabelled
+			servedScores, shadowScores, pos = append(servedScores, served), append(shadowScores, shadow), append(pos, fraud)
 		}
 	}
-	if n := rec.consumed["prediction/shadow"]; n != 40 {
-		t.Errorf("shadow predictions counted %d, want 40", n)
+	watermark(t, e, t0+2*minute)
+	for i := 5; i < 25; i++ {
+		e.addLabel(&schemas.Label{TxnID: fmt.Sprintf("ev-%d", i), EventTime: t0 + int64(i), IsFraud: i%3 == 0})
+	}
+	closed := e.take()
+	metricOf := func(ms []schemas.MonitorMetric, name, feature string, version int32, shadow bool) (schemas.MonitorMetric, bool) {
+		for _, m := range ms {
+			if m.Metric == name && m.Feature == feature && m.ModelVersion == version && m.Shadow == shadow && m.WindowStart == t0 {
+				return m, true
+			}
+		}
+		return schemas.MonitorMetric{}, false
+	}
+	if c, _ := metricOf(closed.metrics, MetricCount, "", 1, false); c.Count != n {
+		t.Errorf("served v1 count %+v, want %d", c, n)
+	}
+	if c, _ := metricOf(closed.metrics, MetricCount, "", 2, true); c.Count != n {
+		t.Errorf("shadow v2 count %+v, want %d", c, n)
+	}
+	if _, ok := metricOf(closed.metrics, MetricCount, "", 2, false); ok {
+		t.Error("v2 has a served count: its shadow predictions were counted as served")
+	}
+	if m, _ := metricOf(closed.metrics, MetricPSI, "score", 2, true); !(m.Value > 0.01) {
+		t.Errorf("shadow v2 score PSI %+v, want past the rule's 0.01", m)
+	}
+	if len(closed.alerts) != 0 {
+		t.Errorf("a rule read the shadow arm's metrics: %+v", closed.alerts)
+	}
+	for _, r := range rec.closed {
+		if r.Start.UnixMilli() != t0 {
+			continue
+		}
+		if r.WindowPredictions != n || r.Majority != (r.Version == 1) || r.Shadow != (r.Version == 2) {
+			t.Errorf("closed window %+v: want %d served predictions, v1 the majority, v2 shadow", r, n)
+		}
+	}
+	watermark(t, e, t0+4*minute)
+	out := e.take()
+	for _, c := range []struct {
+		version int32
+		shadow  bool
+		scores  []float64
+	}{{1, false, servedScores}, {2, true, shadowScores}} {
+		want := metric.AUC(c.scores, pos)
+		if m, ok := metricOf(out.metrics, MetricAUC, "", c.version, c.shadow); !ok || m.Value != want || m.Count != 25 {
+			t.Errorf("v%d (shadow %v) AUC %+v (found %v), want %v over 25", c.version, c.shadow, m, ok, want)
+		}
+		if m, _ := metricOf(out.metrics, MetricLabels, "", c.version, c.shadow); m.Value != 25 || m.Count != n {
+			t.Errorf("v%d (shadow %v) labels %+v, want 25 of %d", c.version, c.shadow, m, n)
+		}
+	}
+	if got := rec.consumed["prediction/shadow"]; got != n {
+		t.Errorf("shadow predictions consumed %d, want %d", got, n)
+	}
+	if got := rec.consumed["label/joined"]; got != 25 {
+		t.Errorf("labels joined %d, want 25, each once (%v)", got, rec.consumed)
 	}
 }
 

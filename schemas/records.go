@@ -92,6 +92,9 @@ type MonitorMetric struct {
 	WindowEnd    int64   `avro:"window_end"`
 	Value        float64 `avro:"value"`
 	Count        int64   `avro:"count"`
+	// Shadow marks a metric of a shadow arm's predictions (a challenger
+	// scored beside the served model, not served); rules never read it.
+	Shadow bool `avro:"shadow"`
 }
 
 // Alert states.

@@ -177,8 +177,8 @@ func (t *Timeline) OnWindowClosed(r monitors.WindowReport) {
 			worst, worstName = m.Value, m.Feature
 		}
 	}
-	t.Printf("window %s-%s %s v%d: %d predictions, PSI score %.3f, worst feature %s %.3f",
-		r.Start.UTC().Format("15:04"), r.End.UTC().Format("15:04"), r.Model, r.Version, r.Predictions, score, worstName, worst)
+	t.Printf("window %s-%s %s v%d%s: %d predictions, PSI score %.3f, worst feature %s %.3f",
+		r.Start.UTC().Format("15:04"), r.End.UTC().Format("15:04"), r.Model, r.Version, shadowTag(r), r.Predictions, score, worstName, worst)
 }
 
 // OnWindowLabelled implements monitors.HookWindowLabelled: the window's
@@ -186,7 +186,15 @@ func (t *Timeline) OnWindowClosed(r monitors.WindowReport) {
 func (t *Timeline) OnWindowLabelled(r monitors.WindowReport) {
 	for _, m := range r.Metrics {
 		if m.Metric == monitors.MetricAUC {
-			t.Printf("labels for window %s-%s %s v%d: AUC %.3f", r.Start.UTC().Format("15:04"), r.End.UTC().Format("15:04"), r.Model, r.Version, m.Value)
+			t.Printf("labels for window %s-%s %s v%d%s: AUC %.3f", r.Start.UTC().Format("15:04"), r.End.UTC().Format("15:04"), r.Model, r.Version, shadowTag(r), m.Value)
 		}
 	}
+}
+
+// shadowTag marks a shadow arm's window in the timeline.
+func shadowTag(r monitors.WindowReport) string {
+	if r.Shadow {
+		return " (shadow)"
+	}
+	return ""
 }
