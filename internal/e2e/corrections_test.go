@@ -10,9 +10,6 @@ import (
 	"github.com/weirhq/weir/featurestore"
 	"github.com/weirhq/weir/featurestore/offline"
 	"github.com/weirhq/weir/featurestore/online"
-	"github.com/weirhq/weir/internal/config"
-	"github.com/weirhq/weir/internal/roles"
-	"github.com/weirhq/weir/internal/testenv"
 	"github.com/weirhq/weir/schemas"
 )
 
@@ -49,50 +46,9 @@ labels:
 // 40s, ClickHouse's Latest and training set return corrected values, and
 // reads as known before the correction return the original ones.
 func TestCorrections(t *testing.T) {
-	seeds := testenv.RealKafka(t)
-	_, prefix := testenv.Redis(t)
-	_, db := testenv.ClickHouse(t)
 	ctx := context.Background()
-
-	cfg, err := config.Parse("corrections.yaml", []byte(correctionsConfig), func(string) string { return "" })
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.DataDir = t.TempDir()
-	cfg.State.Dir = t.TempDir()
-	cfg.Kafka.Brokers = seeds
-	cfg.Kafka.ClientID = testenv.Name("corr")
-	cfg.Topics.Prefix = testenv.Name("weir")
-	cfg.Sources[0].Topic = testenv.Name("payments")
-	cfg.Labels.Topic = testenv.Name("labels")
-	cfg.Redis.Addr = testenv.RedisAddr(t)
-	cfg.Redis.KeyPrefix = prefix
-	cfg.ClickHouse.Addr = testenv.ClickHouseAddr(t)
-	cfg.ClickHouse.Database = db
-
-	cfg.SchemaRegistry.URL = serveRegistry(t)
-	env, err := roles.NewEnv(cfg, roleLog(t, 40), "corr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Close()
-	if err := env.Provision(ctx); err != nil {
-		t.Fatal(err)
-	}
-	plan, err := env.Build(ctx, []string{"processor", "materializer"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plan.Close()
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- roles.RunAll(rctx, plan.Runners) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("roles: %v", err)
-		}
-	}()
+	cfg := testConfig(t, "corr", correctionsConfig)
+	env := runRoles(t, cfg, roleLog(t, 40), "corr", "processor", "materializer")
 
 	src := cfg.Sources[0]
 	txnSerde, err := env.Serde(ctx, src.Topic, src.Schema)
@@ -139,8 +95,8 @@ func TestCorrections(t *testing.T) {
 	}
 	defer conn.Close()
 	view := cfg.Views[0]
-	on := online.New(rdb, prefix, cfg.Views)
-	off, err := offline.New(conn, db, cfg.Views)
+	on := online.New(rdb, cfg.Redis.KeyPrefix, cfg.Views)
+	off, err := offline.New(conn, cfg.ClickHouse.Database, cfg.Views)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,9 +9,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/weirhq/weir/featurestore/backfill"
-	"github.com/weirhq/weir/internal/config"
-	"github.com/weirhq/weir/internal/roles"
-	"github.com/weirhq/weir/internal/testenv"
 	"github.com/weirhq/weir/schemas"
 )
 
@@ -48,49 +45,10 @@ views:
 // recomputation gives: no second writer (the lane's guard would refuse
 // one, and every row would come twice), no gap, no overlap.
 func TestLaneView(t *testing.T) {
-	seeds := testenv.RealKafka(t)
-	_, prefix := testenv.Redis(t)
-	_, db := testenv.ClickHouse(t)
 	ctx := context.Background()
-
-	cfg, err := config.Parse("lane.yaml", []byte(laneConfig), func(string) string { return "" })
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.DataDir = t.TempDir()
-	cfg.State.Dir = t.TempDir()
-	cfg.Kafka.Brokers = seeds
-	cfg.Kafka.ClientID = testenv.Name("lane")
-	cfg.Topics.Prefix = testenv.Name("weir")
-	cfg.Sources[0].Topic = testenv.Name("payments")
-	cfg.Redis.Addr = testenv.RedisAddr(t)
-	cfg.Redis.KeyPrefix = prefix
-	cfg.ClickHouse.Addr = testenv.ClickHouseAddr(t)
-	cfg.ClickHouse.Database = db
-	cfg.SchemaRegistry.URL = serveRegistry(t)
+	cfg := testConfig(t, "lane", laneConfig)
 	log := roleLog(t, 60)
-	env, err := roles.NewEnv(cfg, log, "lane")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Close()
-	if err := env.Provision(ctx); err != nil {
-		t.Fatal(err)
-	}
-	plan, err := env.Build(ctx, []string{"processor"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plan.Close()
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- roles.RunAll(rctx, plan.Runners) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("processor: %v", err)
-		}
-	}()
+	env := runRoles(t, cfg, log, "lane", "processor")
 
 	src := cfg.Sources[0]
 	txnSerde, err := env.Serde(ctx, src.Topic, src.Schema)
