@@ -205,7 +205,7 @@ func (e *evaluator) addPrediction(ctx context.Context, p *schemas.Prediction) er
 	} else {
 		w.total++
 		if fraud, ok := w.early[p.PredictionID]; ok {
-			w.join(&schemas.Label{TxnID: p.PredictionID, IsFraud: fraud})
+			w.join(p.PredictionID, fraud)
 			delete(w.early, p.PredictionID)
 			e.early--
 			e.hooks.recordConsumed(KindLabel, OutcomeJoined)
@@ -232,14 +232,14 @@ func (e *evaluator) addPrediction(ctx context.Context, p *schemas.Prediction) er
 // prediction comes, or drops it.
 func (e *evaluator) addLabel(l *schemas.Label) {
 	start := floorDiv(l.EventTime, e.window) * e.window
-	if w := e.windows[start]; w != nil && w.join(l) {
+	if w := e.windows[start]; w != nil && w.join(l.TxnID, l.IsFraud) {
 		e.hooks.recordConsumed(KindLabel, OutcomeJoined)
 		return
 	}
 	// The label's event time should be its prediction's; look in the other
 	// held windows in case the two clocks disagree.
 	for s, w := range e.windows {
-		if s != start && w.join(l) {
+		if s != start && w.join(l.TxnID, l.IsFraud) {
 			e.hooks.recordConsumed(KindLabel, OutcomeJoined)
 			return
 		}
@@ -292,12 +292,12 @@ func (w *window) version(v int32, shadow bool) *versionWindow {
 	return nil
 }
 
-// join labels every prediction of l that w holds (the served one and any
+// join labels every prediction id that w holds (the served one and any
 // shadow ones of the same event).
-func (w *window) join(l *schemas.Label) bool {
+func (w *window) join(id string, fraud bool) bool {
 	joined := false
 	for _, vw := range w.versions {
-		if vw.label(l.TxnID, l.IsFraud) {
+		if vw.label(id, fraud) {
 			joined = true
 		}
 	}

@@ -12,38 +12,13 @@ import (
 	"github.com/weirhq/weir/schemas"
 )
 
-// modelRecordWithout returns model_record.avsc without one field: the
-// schema records were written with before the field existed.
-func modelRecordWithout(t *testing.T, field string) string {
-	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal([]byte(schemas.MustParse(schemas.ModelRecordSchema).Text), &m); err != nil {
-		t.Fatal(err)
-	}
-	var kept []any
-	for _, f := range m["fields"].([]any) {
-		if f.(map[string]any)["name"] != field {
-			kept = append(kept, f)
-		}
-	}
-	if len(kept) == len(m["fields"].([]any)) {
-		t.Fatalf("model_record.avsc has no field %q", field)
-	}
-	m["fields"] = kept
-	b, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
 // TestModelRecordMovesCompatible checks that adding moves kept
 // model_record.avsc compatible both ways: a record written before it
 // (whose reason may hold a move's text) decodes with its reason kept and
 // no moves, and an old reader reads a new record without its moves.
 func TestModelRecordMovesCompatible(t *testing.T) {
 	ctx := context.Background()
-	oldJSON := modelRecordWithout(t, "moves")
+	oldJSON := schemaWithout(t, schemas.ModelRecordSchema, "moves")
 	old, err := avro.Parse(oldJSON)
 	if err != nil {
 		t.Fatal(err)

@@ -128,9 +128,7 @@ func featuresList(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		kctx, kcancel := context.WithTimeout(ctx, 10*time.Second)
-		cat, err := env.Catalog(kctx)
-		kcancel()
+		cat, err := env.Catalog(ctx)
 		env.Close()
 		if err != nil {
 			catNote = fmt.Sprintf("previous versions not shown: view catalog %s unreachable: %v", cfg.ViewsTopic(), err)
@@ -251,9 +249,7 @@ func featuresDescribe(ctx context.Context, args []string, stdout io.Writer) erro
 	var cat *catalog.Catalog
 	var catErr error
 	if !*noStores || (asked != "" && asked != current) {
-		kctx, kcancel := context.WithTimeout(ctx, 10*time.Second)
-		cat, catErr = env.Catalog(kctx)
-		kcancel()
+		cat, catErr = env.Catalog(ctx)
 	}
 	shown := v
 	if asked != "" && asked != current {
@@ -527,9 +523,7 @@ func featuresInherit(ctx context.Context, args []string, stdout io.Writer) error
 		return err
 	}
 	defer env.Close()
-	kctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	cat, err := env.Catalog(kctx)
-	cancel()
+	cat, err := env.Catalog(ctx)
 	if err != nil {
 		return fmt.Errorf("the earlier definition comes from the view catalog %s: %w", cfg.ViewsTopic(), err)
 	}

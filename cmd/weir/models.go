@@ -64,19 +64,11 @@ func cmdModelsList(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg, err := c.load()
-	if err != nil {
-		return err
-	}
-	env, err := roles.NewEnv(cfg, c.logger(io.Discard), "cli")
+	env, models, err := modelsEnv(ctx, &c)
 	if err != nil {
 		return err
 	}
 	defer env.Close()
-	models, err := env.Models(ctx)
-	if err != nil {
-		return err
-	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	defer tw.Flush()
 	fmt.Fprintln(tw, "MODEL\tVERSION\tALIASES\tCREATED\tBY\tPARENT\tAUC\tSHA256\tWHY")
@@ -142,19 +134,11 @@ func cmdModelsRegister(ctx context.Context, args []string, stdout io.Writer) err
 			return fmt.Errorf("-key %s: %w", *key, err)
 		}
 	}
-	cfg, err := c.load()
-	if err != nil {
-		return err
-	}
-	env, err := roles.NewEnv(cfg, c.logger(io.Discard), "cli")
+	env, models, err := modelsEnv(ctx, &c)
 	if err != nil {
 		return err
 	}
 	defer env.Close()
-	models, err := env.Models(ctx)
-	if err != nil {
-		return err
-	}
 	if priv != nil {
 		if rec.Format == "" {
 			rec.Format = model.Detect(b)

@@ -105,9 +105,7 @@ func cmdTrainingSet(ctx context.Context, args []string, stdout io.Writer) error 
 		v, ok := cfg.View(r.View)
 		if !ok || (r.Version != "" && r.Version != v.Version()) {
 			if cat == nil {
-				kctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				cat, err = env.Catalog(kctx)
-				cancel()
+				cat, err = env.Catalog(ctx)
 				if err != nil {
 					return fmt.Errorf("training-set: view %s version %q is not in %s, and the view catalog %s that records older versions is unreachable: %w", r.View, r.Version, c.config, cfg.ViewsTopic(), err)
 				}

@@ -24,9 +24,15 @@ func (e *Env) PublishViews(ctx context.Context, by string, views []config.View) 
 	return nil
 }
 
-// Catalog reads the view catalog; a record that does not decode is logged
-// and left out.
+// catalogWait bounds a catalog read: an unreachable cluster would
+// otherwise hold it until ctx ends.
+const catalogWait = 10 * time.Second
+
+// Catalog reads the view catalog, giving up after catalogWait (or ctx); a
+// record that does not decode is logged and left out.
 func (e *Env) Catalog(ctx context.Context) (*catalog.Catalog, error) {
+	ctx, cancel := context.WithTimeout(ctx, catalogWait)
+	defer cancel()
 	c, err := catalog.Read(ctx, e.Kafka, e.Cfg.ViewsTopic())
 	if err != nil {
 		return nil, err
